@@ -1,0 +1,5 @@
+import sys
+
+from gostgev.cli import main
+
+sys.exit(main())

@@ -1,0 +1,140 @@
+"""``gostgev`` command line: load the config, start the services, wait.
+
+Exit status: 0 after a clean stop, 1 when a service cannot start, 2 for a
+bad command line or config (one line on stderr naming the key path).
+Every option can also come from a ``GOSTGEV_<OPTION>`` environment variable
+(``GOSTGEV_CONFIG``, ``GOSTGEV_LOG_LEVEL``...); list options take the
+``[a, b]`` form there.
+"""
+
+import json
+import logging
+import os
+import signal
+import sys
+
+import configargparse
+import gevent
+import gevent.event
+import yaml
+
+from gostgev import __version__
+from gostgev.config.dump import to_raw
+from gostgev.config.load import build_config, read_file
+from gostgev.config.model import LOG_LEVELS
+from gostgev.config.spec import apply_cli
+from gostgev.errors import ConfigError
+from gostgev.logsetup import setup_logging
+from gostgev.service import Service, ServiceError
+
+__all__ = ["main"]
+
+log = logging.getLogger("gostgev")
+
+#: seconds live connections get to finish after SIGTERM/SIGINT
+DEFAULT_GRACE = 10.0
+
+
+def build_parser():
+    parser = configargparse.ArgParser(
+        prog="gostgev", auto_env_var_prefix="GOSTGEV_",
+        description="GOST v3 compatible reverse proxy and tunnel server on gevent.")
+    parser.add_argument("-c", "-C", "--config", metavar="FILE",
+                        help="GOST v3 YAML or JSON config file")
+    parser.add_argument("-L", "--service", action="append", default=[], metavar="URL",
+                        help="add a service, GOST style: tcp://:8080/10.0.0.1:80?sniffing=true")
+    parser.add_argument("-F", "--node", action="append", default=[], metavar="URL",
+                        help="add a hop to chain-0, GOST style: tunnel://host:8443?tunnel.id=UUID")
+    parser.add_argument("-D", "--debug", action="count", default=0,
+                        help="debug logging (same as --log-level debug)")
+    parser.add_argument("--log-level", choices=sorted(LOG_LEVELS), help="overrides log.level")
+    parser.add_argument("--log-format", choices=("text", "json"), help="overrides log.format")
+    parser.add_argument("--log-file", metavar="PATH", help="overrides log.output")
+    parser.add_argument("-O", "--output", choices=("yaml", "json"), dest="output_format",
+                        help="print the resolved config in this format and exit")
+    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+                        help="on SIGTERM/SIGINT, wait this long for live connections (default %(default)s)")
+    parser.add_argument("-V", "--version", action="version", version="gostgev " + __version__)
+    return parser
+
+
+def load(args, warnings):
+    """Build the config from the file and the -L/-F URLs; raises ConfigError."""
+    raw = read_file(args.config) if args.config else {}
+    if not isinstance(raw, dict):
+        raise ConfigError(args.config, "the top level must be a mapping")
+    try:
+        raw = apply_cli(raw, args.service, args.node)
+    except ValueError as exc:
+        raise ConfigError("command line", str(exc)) from None
+    base_dir = os.path.dirname(os.path.abspath(args.config)) if args.config else os.getcwd()
+    config = build_config(raw, warnings, base_dir=base_dir)
+    if not config.services:
+        raise ConfigError("services", "no services configured (give -c FILE or -L URL)")
+    return config
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    warnings = []
+    try:
+        config = load(args, warnings)
+    except ConfigError as exc:
+        print("gostgev: %s" % exc, file=sys.stderr)
+        return 2
+    if args.output_format:
+        raw = to_raw(config)
+        if args.output_format == "json":
+            print(json.dumps(raw, indent=2))
+        else:
+            print(yaml.safe_dump(raw, sort_keys=False), end="")
+        return 0
+
+    level = "debug" if args.debug else (args.log_level or config.log.level)
+    try:
+        setup_logging(level, args.log_format or config.log.format, args.log_file or config.log.output)
+    except OSError as exc:
+        print("gostgev: log.output: %s" % exc, file=sys.stderr)
+        return 2
+    for warning in warnings:
+        log.warning(warning)
+    return run(config, args.grace)
+
+
+def run(config, grace):
+    services = [Service(svc) for svc in config.services]
+    started = []
+    try:
+        for service in services:
+            service.start()
+            started.append(service)
+    except ServiceError as exc:
+        log.error("%s", exc)
+        _stop_all(started, 0)
+        return 1
+    stopping = gevent.event.Event()
+
+    def on_signal(signum):
+        # Signal handlers only schedule: the stop runs in the main greenlet.
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, on_signal, signum)
+    log.info("gostgev %s started with %d service(s)", __version__, len(started))
+    stopping.wait()
+    _stop_all(started, grace)
+    log.info("stopped")
+    return 0
+
+
+def _stop_all(services, grace):
+    # Close every listener first so no service accepts while another drains.
+    for service in services:
+        if service.server is not None:
+            service.server.close()
+    gevent.joinall([gevent.spawn(service.stop, grace) for service in services])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

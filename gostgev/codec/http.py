@@ -1,0 +1,243 @@
+"""Sniff an HTTP/1.x request head for its routing host; build tiny replies.
+
+Wire layout (RFC 7230 3, 3.2, 5.3, 5.4 and RFC 7540 3.5)::
+
+    head          *(blank line)  request-line  *(header-line)  blank line
+                  every line ends in CRLF; a bare LF is accepted too
+    request-line  method SP target SP HTTP/1.0 | HTTP/1.1
+    header-line   name ":" OWS value OWS     (name is a token, no space before ":")
+    routing host  absolute-form target   GET http://host[:port]/path
+                  or CONNECT's target    CONNECT host:port
+                  else the one Host header
+    h2 preface    PRI * HTTP/2.0 CRLF CRLF  SM CRLF CRLF   (prior knowledge)
+
+:func:`parse_request_head` has the three outcomes of every parser in
+:mod:`gostgev.codec`: a :class:`RequestHead`, ``None`` for "need more data",
+or :class:`~gostgev.errors.RemoteProtocolError`.  It is a pure function of the
+buffered bytes, so callers simply call it again after each read.  The body,
+if any, is neither parsed nor consumed: the whole buffer is replayed upstream.
+"""
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from gostgev.addr import host_without_port, normalize_host, split_host_port
+from gostgev.errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "METHODS", "MAX_REQUEST_HEAD_BYTES", "MAX_HEADERS", "RequestHead",
+    "looks_like_http", "parse_request_head", "simple_response",
+]
+
+METHODS = frozenset({
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK",  # WebDAV, RFC 4918
+    "PRI",  # the HTTP/2 prior-knowledge preface, "PRI * HTTP/2.0"
+})
+
+# nginx reads a head into a 1 KiB buffer plus up to four 8 KiB
+# large_client_header_buffers, so ~33 KiB is what real sites already accept;
+# fat cookie jars are what gets near it.  The bound is also the most one
+# sniffing connection can make us buffer and rescan before we give up.
+MAX_REQUEST_HEAD_BYTES = 32 * 1024
+
+# Apache's LimitRequestFields default.  Browsers send 10-30; hundreds of
+# tiny headers only serve to make us allocate a tuple each.
+MAX_HEADERS = 100
+
+# Errors quote the offending text, cut short so a hostile head cannot flood the log.
+_QUOTE_CHARS = 100
+
+_SNIFF_MATCHES = tuple(m.encode("ascii") + b" " for m in METHODS)
+_SNIFF_PREFIXES = frozenset(p[:i] for p in _SNIFF_MATCHES for i in range(len(p)))
+_SNIFF_BYTES = max(map(len, _SNIFF_MATCHES))
+
+_TOKEN = r"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+# The target may carry obs-text (raw UTF-8 paths are common), never CTLs or SP.
+_REQUEST_LINE = re.compile(r"(%s) ([^\x00-\x20\x7f]+) (HTTP/[0-9]\.[0-9])" % _TOKEN)
+_HEADER_LINE = re.compile(r"(%s):(.*)" % _TOKEN, re.DOTALL)
+_BAD_VALUE_CHAR = re.compile(r"[\x00\r\n]")
+_HOST_CHARS = re.compile(r"[-._~:\[\]0-9A-Za-z]*")
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][-+.0-9A-Za-z]*://([^/?#]*)")
+_LEADING_BLANK_LINES = re.compile(rb"(?:\r?\n)*")
+_END_OF_HEAD = re.compile(rb"\n\r?\n")
+_VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1"})
+_PREFACE_TAIL = b"SM\r\n\r\n"
+_LINE_BREAKS = re.compile(r"[\r\n]+")
+
+
+def looks_like_http(data):
+    """Cheap first-bytes test: does ``data`` start with a known ``METHOD SP``?
+
+    True once it does, False as soon as it cannot, None while ``data`` is a
+    proper prefix of one.  Decides within ``len("PROPPATCH ")`` bytes.
+    """
+    data = bytes(data[:_SNIFF_BYTES])
+    if data.startswith(_SNIFF_MATCHES):
+        return True
+    return None if data in _SNIFF_PREFIXES else False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A parsed request head; ``length`` counts its bytes up to and including the blank line."""
+
+    method: str
+    target: str
+    version: str
+    headers: tuple[tuple[str, str], ...]  #: names as sent, values stripped of OWS
+    host: str | None                      #: routing host, normalised, no port
+    length: int
+
+    def header(self, name):
+        """The first value of header ``name`` (case-insensitive), or None."""
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+def parse_request_head(data):
+    """Parse the request head at the start of ``data``.
+
+    Returns a :class:`RequestHead` once the blank line ending the head is
+    buffered, ``None`` while more bytes are needed, and raises
+    :class:`RemoteProtocolError` if the bytes cannot be a valid head.  A bad
+    request line is rejected as soon as it is complete, without waiting for
+    the rest.  For the h2 preface the answer waits for ``SM CRLF CRLF`` too,
+    though ``length`` covers only its first head.  At least
+    :data:`MAX_REQUEST_HEAD_BYTES` of input never yields ``None``.  Bytes
+    after the head (a body, pipelining) are ignored.
+    """
+    # Nothing past the limit (and the preface tail) is ever looked at.
+    data = bytes(data[:MAX_REQUEST_HEAD_BYTES + len(_PREFACE_TAIL)])
+    start = _LEADING_BLANK_LINES.match(data).end()  # RFC 7230 3.5: tolerate stray CRLFs
+    end = _END_OF_HEAD.search(data, start, MAX_REQUEST_HEAD_BYTES)
+    if end is None:
+        if len(data) >= MAX_REQUEST_HEAD_BYTES:
+            raise RemoteProtocolError("request head larger than %d bytes" % MAX_REQUEST_HEAD_BYTES)
+        first_line_end = data.find(b"\n", start)
+        if first_line_end >= 0:
+            _request_line(_chop_cr(data[start:first_line_end].decode("latin-1")))
+        return None
+    length = end.end()
+    lines = [_chop_cr(line) for line in data[start:end.start()].decode("latin-1").split("\n")]
+    method, target, version = _request_line(lines[0])
+    if len(lines) - 1 > MAX_HEADERS:
+        raise RemoteProtocolError("more than %d header lines" % MAX_HEADERS)
+    headers = tuple(_header_line(line) for line in lines[1:])
+    if version == "HTTP/2.0":
+        if headers or start:
+            raise RemoteProtocolError("HTTP/2 preface with header lines or after blank lines")
+        # Wait for the whole 24-byte preface (clients send it in one go) so
+        # that an answer, once given, never turns into an error on more data.
+        tail = data[length:length + len(_PREFACE_TAIL)]
+        if not _PREFACE_TAIL.startswith(tail):
+            raise RemoteProtocolError("invalid HTTP/2 preface %r" % data[:length + len(_PREFACE_TAIL)])
+        if len(tail) < len(_PREFACE_TAIL):
+            return None
+        return RequestHead(method, target, version, headers, None, length)
+    return RequestHead(method, target, version, headers, _routing_host(method, target, headers), length)
+
+
+def _chop_cr(line):
+    return line[:-1] if line.endswith("\r") else line
+
+
+def _request_line(line):
+    match = _REQUEST_LINE.fullmatch(line)
+    if not match:
+        raise RemoteProtocolError("invalid request line %r" % line[:_QUOTE_CHARS])
+    method, target, version = match.groups()
+    if version == "HTTP/2.0":
+        if (method, target) != ("PRI", "*"):
+            raise RemoteProtocolError("HTTP/2.0 outside the PRI * preface: %r" % line[:_QUOTE_CHARS])
+    elif version not in _VERSIONS:
+        raise RemoteProtocolError("unsupported HTTP version %r" % version)
+    return method, target, version
+
+
+def _header_line(line):
+    if line[:1] in (" ", "\t"):
+        # RFC 7230 3.2.4: obs-fold, or whitespace before the first header;
+        # proxies that disagree on unfolding are a request-smuggling vector.
+        raise RemoteProtocolError("obsolete line folding in %r" % line[:_QUOTE_CHARS])
+    match = _HEADER_LINE.fullmatch(line)
+    if not match:
+        name, colon, _ = line.partition(":")
+        if colon and name != name.rstrip(" \t") and _HEADER_LINE.fullmatch(name.rstrip(" \t") + ":"):
+            # RFC 7230 3.2.4 requires a 400: upstreams disagree on what it means.
+            raise RemoteProtocolError("whitespace before colon in header %r" % name[:_QUOTE_CHARS])
+        raise RemoteProtocolError("invalid header line %r" % line[:_QUOTE_CHARS])
+    name, value = match[1], match[2].strip(" \t")
+    if _BAD_VALUE_CHAR.search(value):
+        raise RemoteProtocolError("invalid character in header value of %s: %r" % (name, value[:_QUOTE_CHARS]))
+    return name, value
+
+
+def _routing_host(method, target, headers):
+    """Where the request is addressed, as GOST's ``http.ReadRequest`` sees it."""
+    hosts = [value for name, value in headers if name.lower() == "host"]
+    if len(hosts) > 1:
+        # RFC 7230 5.4 demands a 400: which one an upstream picks is anyone's guess.
+        raise RemoteProtocolError("multiple Host headers: %r" % hosts[:4])
+    host = _checked_host(hosts[0], "Host header") if hosts else None
+    match = _ABSOLUTE_FORM.match(target)
+    if match:
+        authority = match[1].rpartition("@")[2]  # drop userinfo
+    elif method == "CONNECT" and not target.startswith("/"):
+        authority = target
+    else:
+        return host
+    # RFC 7230 5.4: the target's authority wins over the Host header.
+    return _checked_host(authority, "request target") if authority else host
+
+
+def _checked_host(text, where):
+    """Validate ``host[:port]`` / ``[v6][:port]``; return the folded host or None if empty."""
+    def bad():
+        return RemoteProtocolError("invalid host in %s: %r" % (where, text[:_QUOTE_CHARS]))
+
+    if not _HOST_CHARS.fullmatch(text):
+        raise bad()
+    try:
+        name, port = split_host_port(text)
+    except ValueError:
+        raise bad() from None
+    if port and not port.isdigit():
+        raise bad()
+    if ":" in name:
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            raise bad() from None
+    elif "[" in name or "]" in name or text.startswith("["):
+        raise bad()
+    return normalize_host(host_without_port(text)) or None
+
+
+def simple_response(status, message, *, keep_alive=False):
+    """A complete plain-text HTTP/1.1 response whose body is ``message`` and a newline.
+
+    ``message`` may quote client input (a Host value, a path), so line breaks
+    are flattened to spaces: the body stays one line whatever was sent.
+    """
+    if not 200 <= status <= 599 or status in (204, 304):
+        raise LocalProtocolError("status %r cannot carry a body" % (status,))
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""  # RFC 7230 3.1.2: the reason phrase may be empty
+    body = (_LINE_BREAKS.sub(" ", message) + "\n").encode("utf-8", "backslashreplace")
+    lines = [
+        "HTTP/1.1 %d %s" % (status, reason),
+        "Server: gostgev",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Length: %d" % len(body),
+    ]
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body

@@ -1,0 +1,91 @@
+"""The typed configuration model: what a GOST v3 file means, checked once.
+
+The YAML file and the ``-L``/``-F`` command line both end up here; nothing
+after loading looks at raw dictionaries again.  Durations are float seconds.
+"""
+
+from dataclasses import dataclass, field
+
+from gostgev.addr import Addr
+from gostgev.config.section import Metadata
+
+__all__ = [
+    "LogConfig", "SelectorConfig", "NodeConfig", "ForwarderConfig", "HandlerConfig",
+    "ListenerConfig", "ServiceConfig", "Config", "STRATEGIES", "LOG_LEVELS",
+]
+
+#: selector strategies and their GOST aliases
+STRATEGIES = {"round": "round", "rr": "round", "random": "rand", "rand": "rand",
+              "fifo": "fifo", "ha": "fifo", "hash": "hash"}
+
+#: GOST log levels mapped onto Python's (GOST's "trace" is our debug)
+LOG_LEVELS = {"trace": "DEBUG", "debug": "DEBUG", "info": "INFO", "warn": "WARNING",
+              "warning": "WARNING", "error": "ERROR", "fatal": "CRITICAL"}
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "text"      #: text | json
+    output: str = "stderr"    #: stderr | stdout | none | a file path
+
+
+@dataclass(frozen=True, slots=True)
+class SelectorConfig:
+    strategy: str = "round"   #: round | rand | fifo | hash
+    max_fails: int = 1        #: failed dials before a node is skipped
+    fail_timeout: float = 10.0  #: seconds a failed node stays skipped
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """One forwarding target (``forwarder.nodes[i]``)."""
+
+    name: str
+    addr: str                 #: "" = dial the sniffed host itself (GOST's "empty node")
+    host: str | None = None   #: host pattern: "a.example.com" or ".example.com"; None = any host
+    protocol: str | None = None   #: only for this sniffed protocol ("http", "tls")
+    path: str | None = None   #: only for HTTP requests whose path starts with this
+    weight: int = 1           #: for the rand strategy
+    backup: bool = False      #: used only when no primary node of the same tier is healthy
+    max_fails: int | None = None      #: per-node override of the selector's
+    fail_timeout: float | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderConfig:
+    nodes: tuple
+    selector: SelectorConfig = SelectorConfig()
+    hop: str | None = None    #: name of the top-level hop the nodes came from
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerConfig:
+    type: str
+    metadata: Metadata
+    options: object           #: the handler's own typed options, parsed at load time
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    type: str
+    metadata: Metadata
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    name: str
+    addr: Addr
+    handler: HandlerConfig
+    listener: ListenerConfig
+    forwarder: ForwarderConfig | None
+    metadata: Metadata
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    services: tuple
+    log: LogConfig = LogConfig()
+    #: directory of the config file; relative paths in the config start here
+    base_dir: str = "."

@@ -1,0 +1,162 @@
+"""Walking raw YAML/JSON with key paths, case-insensitively.
+
+GOST treats every key as case-insensitive (``entryPoint`` = ``entrypoint``).
+:class:`Section` wraps one mapping of the raw document, remembers its path
+(``services[0].handler``) and which keys were read, so that every error names
+the exact key and every key nobody read becomes an "unknown key" warning.
+:class:`Metadata` is the free-form ``metadata`` map with typed getters.
+"""
+
+from gostgev.config.values import parse_bool, parse_duration, parse_int, parse_str
+from gostgev.errors import ConfigError
+
+__all__ = ["Section", "Metadata", "join_path"]
+
+
+def join_path(path, key):
+    if isinstance(key, int):
+        return "%s[%d]" % (path, key)
+    return "%s.%s" % (path, key) if path else key
+
+
+def _fold(data, path):
+    """Lower-case the keys of a mapping; two spellings of one key is an error."""
+    folded = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(path, "keys must be strings, got %r" % (key,))
+        lower = key.lower()
+        if lower in folded:
+            raise ConfigError(join_path(path, key), "duplicate key (keys are case-insensitive)")
+        folded[lower] = (key, value)
+    return folded
+
+
+class Section:
+    """A mapping from the raw config, read with typed getters."""
+
+    def __init__(self, data, path, warnings):
+        if not isinstance(data, dict):
+            raise ConfigError(path, "expected a mapping, got %s" % _kind(data))
+        self.path = path
+        self._items = _fold(data, path)
+        self._used = set()
+        self._warnings = warnings
+
+    def key_path(self, key):
+        return join_path(self.path, self._items.get(key, (key,))[0])
+
+    def has(self, key):
+        return key in self._items
+
+    def raw(self, key, default=None):
+        """The value under ``key`` (lower case), or ``default`` if absent or null."""
+        self._used.add(key)
+        item = self._items.get(key)
+        if item is None or item[1] is None:
+            return default
+        return item[1]
+
+    def _typed(self, key, default, convert):
+        value = self.raw(key)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except ValueError as exc:
+            raise ConfigError(self.key_path(key), str(exc)) from None
+
+    def str(self, key, default=None):
+        return self._typed(key, default, parse_str)
+
+    def int(self, key, default=None, **bounds):
+        return self._typed(key, default, lambda v: parse_int(v, **bounds))
+
+    def bool(self, key, default=None):
+        return self._typed(key, default, parse_bool)
+
+    def duration(self, key, default=None):
+        return self._typed(key, default, parse_duration)
+
+    def section(self, key):
+        value = self.raw(key)
+        if value is None:
+            return None
+        return Section(value, self.key_path(key), self._warnings)
+
+    def sections(self, key):
+        """The list under ``key`` as Sections; a missing key is an empty list."""
+        value = self.raw(key, [])
+        path = self.key_path(key)
+        if not isinstance(value, list):
+            raise ConfigError(path, "expected a list, got %s" % _kind(value))
+        return [Section(item, join_path(path, i), self._warnings) for i, item in enumerate(value)]
+
+    def metadata(self, key="metadata"):
+        value = self.raw(key, {})
+        return Metadata(value, self.key_path(key))
+
+    def unsupported(self, *keys):
+        """Warn once for GOST keys we recognise but do not implement."""
+        for key in keys:
+            if self.raw(key) is not None:
+                self._warnings.append("%s: not supported by gostgev, ignored" % self.key_path(key))
+
+    def finish(self):
+        """Record a warning for every key that no getter asked for."""
+        for lower, (key, _) in self._items.items():
+            if lower not in self._used:
+                self._warnings.append("%s: unknown key, ignored" % join_path(self.path, key))
+
+
+class Metadata:
+    """GOST's free-form ``metadata`` map: case-insensitive keys, typed reads.
+
+    Unknown metadata keys are not warned about: GOST's ``-L`` URLs copy every
+    query key into handler, listener and service metadata at once, so a key
+    meant for one of them always looks unknown to the other two.
+    """
+
+    def __init__(self, data, path=""):
+        if not isinstance(data, dict):
+            raise ConfigError(path, "expected a mapping, got %s" % _kind(data))
+        self.path = path
+        self._items = {str(k).lower(): v for k, v in data.items()}
+
+    def as_dict(self):
+        return dict(self._items)
+
+    def __contains__(self, key):
+        return key.lower() in self._items
+
+    def _first(self, keys):
+        for key in keys:
+            value = self._items.get(key.lower())
+            if value is not None:
+                return key, value
+        return None, None
+
+    def _typed(self, keys, default, convert):
+        key, value = self._first(keys)
+        if key is None:
+            return default
+        try:
+            return convert(value)
+        except ValueError as exc:
+            raise ConfigError(join_path(self.path, key), str(exc)) from None
+
+    def str(self, *keys, default=None):
+        return self._typed(keys, default, parse_str)
+
+    def bool(self, *keys, default=False):
+        return self._typed(keys, default, parse_bool)
+
+    def int(self, *keys, default=0, **bounds):
+        return self._typed(keys, default, lambda v: parse_int(v, **bounds))
+
+    def duration(self, *keys, default=0.0):
+        return self._typed(keys, default, parse_duration)
+
+
+def _kind(value):
+    return {dict: "a mapping", list: "a list", str: "a string"}.get(type(value), type(value).__name__)

@@ -1,0 +1,36 @@
+"""Handlers: what a service does with each accepted connection.
+
+A handler class is registered under GOST's type names and is instantiated
+once per service.  ``handle(sock, address)`` runs in the connection's own
+greenlet and owns the socket until it returns; the server then closes it.
+Options come from ``handler.metadata`` and are parsed once, at config load,
+by ``parse_options`` so that a bad value is reported before anything starts.
+"""
+
+from gostgev.registry import Registry
+
+__all__ = ["HANDLERS", "Handler"]
+
+HANDLERS = Registry("handler")
+
+
+class Handler:
+    #: whether the config must give ``forwarder.nodes``
+    needs_forwarder = False
+
+    @classmethod
+    def parse_options(cls, metadata, base_dir):
+        """Return this handler's typed options; ``ValueError`` on bad values."""
+        return None
+
+    def __init__(self, service_config, log):
+        self.config = service_config
+        self.options = service_config.handler.options
+        self.log = log
+
+    def handle(self, sock, address):
+        raise NotImplementedError
+
+
+# Importing the modules registers their handlers.
+from gostgev.handler import file, forward  # noqa: E402,F401

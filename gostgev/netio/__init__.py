@@ -1,0 +1,1 @@
+"""The thin gevent I/O layer: reading heads with limits, piping sockets."""

@@ -1,0 +1,87 @@
+"""Read a protocol head off a socket before deciding where it goes.
+
+The bytes read are kept and handed back, so the caller can replay them to
+the chosen upstream: nothing is consumed from the client's point of view.
+Each read is bounded in size (by the parser's own limit) and in time (one
+deadline for the whole head, so a client trickling a byte at a time cannot
+hold the connection longer than a client that sends nothing).
+"""
+
+from dataclasses import dataclass
+
+import gevent
+
+from gostgev.codec import sniff as detect_mod
+from gostgev.codec.http import parse_request_head
+from gostgev.codec.tls import parse_client_hello
+from gostgev.errors import RemoteProtocolError
+
+__all__ = ["SniffTimeout", "PeerClosed", "MalformedHead", "Sniffed", "sniff", "read_head"]
+
+#: bytes asked of the kernel per read while sniffing; a typical head fits
+READ_SIZE = 16 * 1024
+
+
+class SniffTimeout(Exception):
+    """The client did not send a complete head in time."""
+
+
+class PeerClosed(Exception):
+    """The client closed the connection before a complete head."""
+
+
+class MalformedHead(Exception):
+    """The client's HTTP request head or TLS ClientHello is invalid."""
+
+    def __init__(self, protocol, error):
+        super().__init__("malformed %s head: %s" % (protocol, error))
+        self.protocol = protocol
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class Sniffed:
+    protocol: str       #: "http", "tls" or "" (anything else)
+    host: str | None    #: HTTP Host / TLS SNI, normalised, no port
+    head: object        #: RequestHead, ClientHello or None
+    data: bytes         #: every byte read so far, to replay upstream
+
+
+def read_head(sock, parse, data=b"", trigger=None):
+    """Read until ``parse(data)`` gives a value; return ``(value, data)``.
+
+    ``parse`` raises ``RemoteProtocolError`` on bad or oversized input, so
+    this loop is bounded by the parser's limit.  ``trigger``, if given, is a
+    byte string that must appear in a new chunk before parsing is retried
+    (an HTTP head can only complete on a newline).
+    """
+    buf = bytearray(data)
+    value = parse(bytes(buf)) if buf else None
+    while value is None:
+        chunk = sock.recv(READ_SIZE)
+        if not chunk:
+            raise PeerClosed()
+        buf += chunk
+        if trigger is None or trigger in chunk:
+            value = parse(bytes(buf))
+    return value, bytes(buf)
+
+
+def sniff(sock, timeout):
+    """Detect the protocol and read its head, within ``timeout`` seconds.
+
+    Raises :class:`SniffTimeout`, :class:`PeerClosed` or
+    :class:`MalformedHead`.
+    """
+    with gevent.Timeout(timeout, SniffTimeout):
+        protocol, data = read_head(sock, detect_mod.detect)
+        try:
+            if protocol == detect_mod.TLS:
+                head, data = read_head(sock, parse_client_hello, data)
+                return Sniffed(protocol, head.sni, head, data)
+            if protocol == detect_mod.HTTP:
+                head, data = read_head(sock, parse_request_head, data, trigger=b"\n")
+                return Sniffed(protocol, head.host, head, data)
+        except RemoteProtocolError as exc:
+            raise MalformedHead(protocol, exc) from None
+        return Sniffed(protocol, None, None, data)

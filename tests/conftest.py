@@ -1,0 +1,194 @@
+"""Shared fixtures: loopback backends, running services, small HTTP/TLS clients.
+
+Everything listens on 127.0.0.1 port 0 and runs in this process under gevent,
+except the CLI tests, which start ``python -m gostgev`` as a subprocess.
+"""
+
+import datetime
+import ipaddress
+import ssl as _stdssl
+
+import gevent
+import pytest
+from gevent import socket, ssl
+from gevent.server import StreamServer
+
+from gostgev.config.load import build_config
+from gostgev.service import Service
+
+LOCALHOST = "127.0.0.1"
+
+
+# -- services under test ----------------------------------------------------
+
+@pytest.fixture
+def run_services():
+    """Start services from a raw config dict; returns their bound ports."""
+    started = []
+
+    def start(raw, base_dir="."):
+        warnings = []
+        config = build_config(raw, warnings, base_dir=base_dir)
+        ports = {}
+        for svc_config in config.services:
+            service = Service(svc_config)
+            service.start()
+            started.append(service)
+            ports[svc_config.name] = service.address[1]
+        return ports
+
+    yield start
+    for service in started:
+        service.stop(timeout=1)
+
+
+# -- backends -----------------------------------------------------------------
+
+class Backend:
+    """A loopback server whose handler is a plain function of (sock, address)."""
+
+    def __init__(self, handle, **ssl_args):
+        self.connections = 0
+        self._handle = handle
+        self.server = StreamServer((LOCALHOST, 0), self._count, **ssl_args)
+        self.server.start()
+        self.port = self.server.address[1]
+        self.addr = "%s:%d" % (LOCALHOST, self.port)
+
+    def _count(self, sock, address):
+        self.connections += 1
+        self._handle(sock, address)
+
+    def stop(self):
+        self.server.stop(timeout=1)
+
+
+def read_request_head(sock, limit=65536):
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) < limit:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def name_responder(name):
+    """An HTTP handler that answers one request with ``name`` and closes."""
+
+    def handle(sock, _address):
+        if read_request_head(sock):
+            body = name.encode()
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                         % (len(body), body))
+
+    return handle
+
+
+def echo_then_bye(sock, _address):
+    """Echo until EOF, then send b"bye" and close: proves half-close works."""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        sock.sendall(data)
+    sock.sendall(b"bye")
+
+
+@pytest.fixture
+def backend():
+    made = []
+
+    def make(handle, **ssl_args):
+        server = Backend(handle, **ssl_args)
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+# -- clients --------------------------------------------------------------------
+
+def connect(port, host=LOCALHOST, timeout=10):
+    sock = socket.create_connection((host, port), timeout=timeout)
+    return sock
+
+
+def recv_all(sock, limit=1 << 24):
+    data = b""
+    while len(data) < limit:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def http_get(port, host, path="/", timeout=10):
+    """One HTTP/1.1 GET with ``Connection: close``; returns (status, body)."""
+    with connect(port, timeout=timeout) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path.encode(), host.encode()))
+        response = recv_all(sock)
+    head, _, body = response.partition(b"\r\n\r\n")
+    if not head:
+        return None, b""
+    return int(head.split(b" ", 2)[1]), body
+
+
+def tls_get(port, server_name, context, timeout=10):
+    """TLS handshake with SNI, then an HTTP GET; returns the response body."""
+    with connect(port, timeout=timeout) as raw:
+        with context.wrap_socket(raw, server_hostname=server_name) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % server_name.encode())
+            response = recv_all(sock)
+    return response.partition(b"\r\n\r\n")[2]
+
+
+# -- certificates -----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def cert_files(tmp_path_factory):
+    """A self-signed certificate for *.example.com and 127.0.0.1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gostgev test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("*.example.com"), x509.DNSName("example.com"),
+            x509.IPAddress(ipaddress.ip_address(LOCALHOST))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory = tmp_path_factory.mktemp("certs")
+    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return str(certfile), str(keyfile)
+
+
+@pytest.fixture
+def client_tls_context(cert_files):
+    context = ssl.SSLContext(_stdssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cert_files[0])
+    return context
+
+
+def wait_until(predicate, timeout=5.0, step=0.02):
+    """Poll ``predicate`` until true or ``timeout``; bounded by both."""
+    deadline = gevent.get_hub().loop.now() + timeout
+    while gevent.get_hub().loop.now() < deadline:
+        if predicate():
+            return True
+        gevent.sleep(step)
+    return predicate()
+

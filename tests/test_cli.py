@@ -1,0 +1,120 @@
+"""The gostgev command as a user runs it: subprocesses, exit codes, output."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def gostgev(*args, env=None, timeout=20):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "gostgev", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=ROOT)
+
+
+@pytest.mark.parametrize("yaml_text, expected", [
+    ("services:\n- name: s\n  addr: :1\n  handler: {type: nope}\n",
+     'gostgev: services[0].handler.type: unknown handler "nope" (known: file, forward, tcp)'),
+    ("services:\n- name: s\n  addr: nowhere\n  handler: {type: tcp}\n",
+     "gostgev: services[0].addr: missing port in address 'nowhere'"),
+    ("services: [\n", "invalid YAML"),
+    ("services:\n- addr: :1\n  handler: {type: tcp, metadata: {sniffing.timeout: fast}}\n"
+     "  forwarder: {nodes: [{addr: 'a:1'}]}\n",
+     "gostgev: services[0].handler.metadata.sniffing.timeout: invalid duration 'fast'"),
+    ("log: {}\n", "gostgev: services: no services configured"),
+])
+def test_bad_config_exits_2_with_one_line(tmp_path, yaml_text, expected):
+    conf = tmp_path / "bad.yaml"
+    conf.write_text(yaml_text)
+    result = gostgev("-c", str(conf))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_exits_2():
+    result = gostgev("-c", "/nonexistent/gost.yaml")
+    assert result.returncode == 2
+    assert result.stderr.startswith("gostgev: /nonexistent/gost.yaml: ")
+
+
+def test_print_resolved_config_as_yaml_and_json():
+    result = gostgev("-L", "tcp://127.0.0.1:8080/10.0.0.1:80?sniffing=true&strategy=fifo", "-O", "yaml")
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    service = printed["services"][0]
+    assert service["handler"] == {"type": "tcp", "metadata": {"sniffing": "true"}}
+    assert service["forwarder"]["selector"] == {"strategy": "fifo", "maxFails": 1, "failTimeout": "30s"}
+    assert service["forwarder"]["nodes"] == [{"name": "target-0", "addr": "10.0.0.1:80"}]
+    result = gostgev("-c", "etc/gost.yaml", "-O", "json")
+    assert result.returncode == 0, result.stderr
+    names = [s["name"] for s in json.loads(result.stdout)["services"]]
+    assert names == ["reverse-proxy", "site-a", "site-b"]
+
+
+def test_the_seed_example_loads_unchanged():
+    result = gostgev("-c", "etc/reverse-proxy.yaml", "-O", "json")
+    assert result.returncode == 0, result.stderr
+    nodes = json.loads(result.stdout)["services"][0]["forwarder"]["nodes"]
+    assert [n["filter"]["host"] for n in nodes] == ["example.com", "example.org"]
+
+
+def test_environment_variables_are_read(tmp_path):
+    result = gostgev("-O", "json", env={"GOSTGEV_CONFIG": "etc/gost.yaml"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["services"][0]["name"] == "reverse-proxy"
+
+
+def test_version():
+    result = gostgev("--version")
+    assert result.returncode == 0 and result.stdout.startswith("gostgev ")
+
+
+def test_demo_serves_then_stops_cleanly_on_sigterm(tmp_path):
+    """The README's demo: start it, curl-equivalent requests, SIGTERM, exit 0."""
+    import socket
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    ports = [free_port() for _ in range(3)]
+    text = open(os.path.join(ROOT, "etc", "gost.yaml")).read()
+    for old, new in zip(("8080", "18081", "18082"), ports, strict=True):
+        text = text.replace("127.0.0.1:%s" % old, "127.0.0.1:%d" % new)
+    conf = tmp_path / "gost.yaml"
+    conf.write_text(text)
+    (tmp_path / "www").symlink_to(os.path.join(ROOT, "etc", "www"))
+    proc = subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", ports[0]), timeout=2) as sock:
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+                    data = b""
+                    while chunk := sock.recv(65536):
+                        data += chunk
+                body = data
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert body is not None and body.startswith(b"HTTP/1.1 200 OK")
+        assert b"Hello from site A" in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    assert "listening on 127.0.0.1:%d" % ports[0] in stderr
+    assert "host=a.example.com" in stderr and "node=site-a" in stderr
