@@ -108,16 +108,16 @@ class ForwardHandler(Handler):
         try:
             return sniff(sock, self.options.sniffing_timeout)
         except SniffTimeout:
-            log.info("no complete request head within %gs, closing" % self.options.sniffing_timeout)
+            log.info("no complete request head within %gs, closing", self.options.sniffing_timeout)
         except PeerClosed:
             log.debug("client closed before sending a request head")
         except MalformedHead as exc:
-            log.warning(str(exc))
+            log.warning("%s", exc)
             # An HTTP client is told why; a TLS client cannot read plain text.
             if exc.protocol == HTTP:
                 close_gently(sock, simple_response(400, "gostgev: bad request"))
         except OSError as exc:
-            log.debug("client error while sniffing: %s" % exc)
+            log.debug("client error while sniffing: %s", exc)
         return None
 
     def _dial(self, nodes, sniffed, log):
@@ -129,14 +129,14 @@ class ForwardHandler(Handler):
                 upstream = dial_tcp(target[0], target[1], self.options.dial_timeout)
             except OSError as exc:
                 node.mark_failed()
-                log.warning("dial %s (%s:%d) failed: %s" % (node.name, target[0], target[1], exc.strerror or exc))
+                log.warning("dial %s (%s:%d) failed: %s", node.name, target[0], target[1], exc.strerror or exc)
                 continue
             node.mark_ok()
             return upstream, node
         return None, None
 
     def _refuse(self, sock, protocol, status, message, log):
-        log.warning(message)
+        log.warning("%s", message)
         if protocol == HTTP:
             close_gently(sock, simple_response(status, "gostgev: " + message))
 

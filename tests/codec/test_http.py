@@ -109,7 +109,7 @@ def test_corpus_is_present():
     assert all(p.with_suffix(".error").exists() for p in INVALID)
 
 
-@pytest.mark.parametrize("path, chunking", valid_params())
+@pytest.mark.parametrize("path, chunking", list(valid_params()))
 def test_valid_corpus(path, chunking):
     """Reads of any size answer None until the blank line arrives, then the same head for good."""
     data, expected = load_valid(path)
@@ -127,7 +127,7 @@ def test_valid_corpus(path, chunking):
     assert buf == data
 
 
-@pytest.mark.parametrize("path, chunking", invalid_params())
+@pytest.mark.parametrize("path, chunking", list(invalid_params()))
 def test_invalid_corpus(path, chunking):
     """Reads of any size answer None until the error shows, and it is the expected one."""
     data, message = load_invalid(path)

@@ -112,14 +112,14 @@ def test_corpus_is_present():
     assert all((DATA / (name + ".json")).exists() for name in FIXTURES)
 
 
-@pytest.mark.parametrize("data, expected", samples())
+@pytest.mark.parametrize("data, expected", list(samples()))
 def test_whole(data, expected):
     """A complete hello parses in one call, ignoring anything pipelined after it."""
     assert parse_client_hello(data) == expected
     assert parse_client_hello(data + b"\x17\x03\x03\x00\x05hello") == expected
 
 
-@pytest.mark.parametrize("data, expected", samples())
+@pytest.mark.parametrize("data, expected", list(samples()))
 def test_byte_by_byte(data, expected):
     """Every strict prefix of the hello's records needs more data."""
     for n in range(expected.length):
@@ -127,7 +127,7 @@ def test_byte_by_byte(data, expected):
     assert parse_client_hello(data[:expected.length]) == expected
 
 
-@pytest.mark.parametrize("data, expected", samples())
+@pytest.mark.parametrize("data, expected", list(samples()))
 def test_random_chunks(data, expected):
     """Feeding random-sized reads answers None until the hello's last record arrives."""
     rng = random.Random(1234)
@@ -226,7 +226,7 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("data, reason", BAD.values(), ids=BAD.keys())
+@pytest.mark.parametrize("data, reason", list(BAD.values()), ids=list(BAD.keys()))
 def test_invalid(data, reason):
     """Bytes that cannot be a ClientHello raise our error naming the broken field."""
     with pytest.raises(RemoteProtocolError, match=re.escape(reason)):
@@ -300,7 +300,7 @@ def test_looks_like_tls(data, expected):
     assert looks_like_tls(data) is expected
 
 
-@pytest.mark.parametrize("data, expected", samples())
+@pytest.mark.parametrize("data, expected", list(samples()))
 def test_looks_like_tls_on_samples(data, expected):
     """Every real hello passes the cheap predicate."""
     assert looks_like_tls(data) is True
