@@ -131,8 +131,7 @@ def run(config, grace):
 def _stop_all(services, grace):
     # Close every listener first so no service accepts while another drains.
     for service in services:
-        if service.server is not None:
-            service.server.close()
+        service.close()
     gevent.joinall([gevent.spawn(service.stop, grace) for service in services])
 
 

@@ -23,7 +23,9 @@ __all__ = ["Forwarder"]
 
 class Forwarder:
     def __init__(self, config):
-        self.nodes = [Node(node, config.selector) for node in config.nodes]
+        self.nodes = [Node(node, config.selector, weight=node.weight, backup=node.backup,
+                           max_fails=node.max_fails, fail_timeout=node.fail_timeout)
+                      for node in config.nodes]
         self.selector = Selector(config.selector)
         self._router = HostRouter()
         for node in self.nodes:

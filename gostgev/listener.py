@@ -1,36 +1,203 @@
-"""Listeners: turn a service address into a bound, listening socket.
+"""Listeners: where a service's connections come from.
 
-A listener only makes the socket; the service wraps it in a gevent
-``StreamServer`` which runs one greenlet per accepted connection.
+* ``tcp``: a bound socket served by a gevent ``StreamServer``, one greenlet
+  per accepted connection.
+* ``rtcp`` with a chain: connections come *from a remote server*.  The
+  listener keeps one BIND alive through the chain (a tunnel registration or
+  a relay remote-port bind), accepts the streams the server opens, reads each
+  stream's header and hands the stream to the handler.  Without a chain it is
+  a plain local ``tcp`` listener, as in GOST.
+
+Either way the handler is called as ``handle(conn, address, target=None)``
+and owns ``conn`` until it returns.
 """
 
 import socket as _stdsocket
 
+import gevent
+import gevent.pool
 from gevent import socket
+from gevent.server import StreamServer
 
+from gostgev.codec import relay
+from gostgev.errors import ProtocolError
+from gostgev.netio.peek import PeerClosed, read_head, with_prefix
 from gostgev.registry import Registry
 
-__all__ = ["LISTENERS", "TcpListener", "BACKLOG"]
+__all__ = ["LISTENERS", "TcpListener", "RtcpListener", "BACKLOG", "listen_tcp", "serve_tcp", "format_address"]
 
 LISTENERS = Registry("listener")
 
 #: listen(2) backlog; the kernel caps it at net.core.somaxconn
 BACKLOG = 4096
+#: reconnect delays of the rtcp client: first wait, and the cap of the doubling
+RECONNECT_FIRST = 1.0
+RECONNECT_MAX = 5.0
+#: seconds a stream may take to deliver its header
+STREAM_HEADER_TIMEOUT = 10.0
 
 
 @LISTENERS.register("tcp")
 class TcpListener:
-    def __init__(self, service_config):
-        self.addr = service_config.addr
+    accepts_chain = False
 
-    def listen(self):
-        """Bind and listen; an empty host means every interface, IPv4 and IPv6."""
-        host = self.addr.host
-        if not host:
-            return _bind_any(self.addr.port)
-        family = _stdsocket.AF_INET6 if ":" in host else _stdsocket.AF_INET
-        infos = socket.getaddrinfo(host, self.addr.port, family, _stdsocket.SOCK_STREAM)
-        return _bind(infos[0][0], infos[0][4])
+    def __init__(self, service_config, log):
+        self.addr = service_config.addr
+        self.log = log
+        self.server = None
+
+    def start(self, handle):
+        self.server = serve_tcp(listen_tcp(self.addr), handle)
+        self.log.info("listening on %s", format_address(self.server.address))
+
+    @property
+    def address(self):
+        return self.server.address if self.server else None
+
+    def close(self):
+        """Stop accepting; live connections go on."""
+        if self.server is not None:
+            self.server.close()
+
+    def stop(self, timeout=None):
+        if self.server is not None:
+            self.server.stop(timeout=timeout)
+
+
+@LISTENERS.register("rtcp")
+class RtcpListener(TcpListener):
+    accepts_chain = True
+
+    def __init__(self, service_config, log):
+        super().__init__(service_config, log)
+        chain_config = service_config.listener.chain
+        self.chain = None
+        if chain_config is not None:
+            from gostgev.chain import Chain  # chain -> connector -> mux: only tunnel clients need it
+
+            self.chain = Chain(chain_config)
+        self.bound = None
+        self._loop = None
+        self._streams = gevent.pool.Group()
+        self._stopping = False
+
+    def start(self, handle):
+        if self.chain is None:
+            return super().start(handle)
+        self._loop = gevent.spawn(self._run, handle)
+
+    @property
+    def address(self):
+        if self.chain is None:
+            return super().address
+        return (self.addr.host, self.addr.port)
+
+    def _run(self, handle):
+        delay = RECONNECT_FIRST
+        bind_addr = str(self.addr)
+        while not self._stopping:
+            try:
+                bound = self.chain.bind(bind_addr)
+            except (OSError, ProtocolError) as exc:
+                self.log.warning("connect to %s failed: %s; retrying in %gs", self.chain.name, exc, delay)
+                gevent.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+                continue
+            self.bound = bound
+            delay = RECONNECT_FIRST
+            remote = bound.session.remote_address
+            self.log.info("tunnel connected", fields={
+                "server": format_address(remote) if remote else None, "endpoint": bound.endpoint,
+                "connector": bound.connector_id.text if bound.connector_id else None})
+            self._accept(bound, handle)
+            self.bound = None
+            if self._stopping:
+                break
+            self.log.warning("tunnel disconnected: %s; reconnecting in %gs",
+                             bound.session.close_reason or "connection closed", delay)
+            gevent.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    def _accept(self, bound, handle):
+        """Serve streams until the session dies."""
+        from gostgev.netio.mux import SessionClosed
+
+        while True:
+            try:
+                stream = bound.session.accept_stream()
+            except SessionClosed:
+                return
+            if stream is None:
+                continue
+            self._streams.spawn(self._serve_stream, stream, bound.header_has_target, handle)
+
+    def _serve_stream(self, stream, has_target, handle):
+        try:
+            try:
+                with gevent.Timeout(STREAM_HEADER_TIMEOUT, PeerClosed):
+                    (header, used), data = read_head(stream, relay.parse_response)
+            except (PeerClosed, ProtocolError, OSError) as exc:
+                # GOST drops the whole connection here; one bad stream is not worth that.
+                self.log.warning("bad stream header, closing the stream: %s", exc or "timeout")
+                return
+            if header.status != relay.OK or not header.addrs:
+                self.log.warning("stream header without OK status and source address, closing the stream")
+                return
+            address = _split(header.addrs[0])
+            target = header.addrs[1] if has_target and len(header.addrs) > 1 else None
+            handle(with_prefix(stream, data[used:]), address, target)
+        finally:
+            stream.close()
+
+    def close(self):
+        self._stopping = True
+        if self.chain is None:
+            return super().close()
+        if self._loop is not None:
+            self._loop.kill(block=False)
+        if self.bound is not None:
+            self.bound.session.close()
+
+    def stop(self, timeout=None):
+        if self.chain is None:
+            return super().stop(timeout)
+        self.close()
+        self._streams.join(timeout=timeout)
+        self._streams.kill(block=True, timeout=1)
+
+
+def _split(text):
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port) if port.isdigit() else 0
+
+
+def format_address(address):
+    host, port = address[:2]
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+def serve_tcp(listening, handle):
+    """A started StreamServer on a listening socket, calling ``handle(sock, address)``."""
+
+    def accepted(sock, address):
+        # Proxied traffic is request/response: never let Nagle hold a small write
+        # until the peer's delayed ACK (40 ms on Linux).
+        sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+        handle(sock, address)
+
+    server = StreamServer(listening, accepted)
+    server.start()
+    return server
+
+
+def listen_tcp(addr):
+    """A listening socket for ``addr``; an empty host means every interface, IPv4 and IPv6."""
+    host = addr.host
+    if not host:
+        return _bind_any(addr.port)
+    family = _stdsocket.AF_INET6 if ":" in host else _stdsocket.AF_INET
+    infos = socket.getaddrinfo(host, addr.port, family, _stdsocket.SOCK_STREAM)
+    return _bind(infos[0][0], infos[0][4])
 
 
 def _bind_any(port):

@@ -19,17 +19,23 @@ __all__ = ["Node", "Selector"]
 
 
 class Node:
-    """A configured node plus its health state (shared by all connections)."""
+    """A configured node plus its health state (shared by all connections).
 
-    __slots__ = ("config", "name", "fails", "failed_at", "max_fails", "fail_timeout")
+    ``config`` is whatever the user of the selector needs back (a forwarder
+    node, a chain node); the selector itself reads only the keyword fields.
+    """
 
-    def __init__(self, config, selector_config):
+    __slots__ = ("config", "name", "weight", "backup", "fails", "failed_at", "max_fails", "fail_timeout")
+
+    def __init__(self, config, selector_config, *, weight=1, backup=False, max_fails=None, fail_timeout=None):
         self.config = config
         self.name = config.name
+        self.weight = weight
+        self.backup = backup
         self.fails = 0
         self.failed_at = 0.0
-        self.max_fails = config.max_fails or selector_config.max_fails
-        self.fail_timeout = config.fail_timeout or selector_config.fail_timeout
+        self.max_fails = max_fails or selector_config.max_fails
+        self.fail_timeout = fail_timeout or selector_config.fail_timeout
 
     def is_failed(self, now):
         return self.fails >= self.max_fails and now - self.failed_at < self.fail_timeout
@@ -42,7 +48,7 @@ class Node:
         self.fails = 0
 
     def __repr__(self):
-        return "<Node %s %s>" % (self.name, self.config.addr or "(sniffed host)")
+        return "<Node %s>" % self.name
 
 
 class Selector:
@@ -60,8 +66,8 @@ class Selector:
         healthy = [n for n in candidates if not n.is_failed(now)]
         if not healthy:
             return list(candidates)
-        primary = [n for n in healthy if not n.config.backup]
-        backup = [n for n in healthy if n.config.backup]
+        primary = [n for n in healthy if not n.backup]
+        backup = [n for n in healthy if n.backup]
         group = primary or backup
         first = self._pick(group, client_ip)
         ordered = group[first:] + group[:first]
@@ -74,5 +80,5 @@ class Selector:
             return next(self._counter) % len(group)
         if self.strategy == "hash" and client_ip:
             return zlib.crc32(client_ip.encode()) % len(group)
-        weights = [n.config.weight for n in group]
+        weights = [n.weight for n in group]
         return random.choices(range(len(group)), weights=weights)[0]

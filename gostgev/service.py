@@ -1,16 +1,13 @@
-"""A service = listener + handler, served by a gevent ``StreamServer``.
+"""A service = listener + handler.
 
-The StreamServer gives one greenlet per accepted connection and closes the
-client socket when the handler returns.  Handler exceptions are logged here,
-once, so that one bad connection never takes the service down.
+The listener delivers connections (a StreamServer's accepted sockets, or a
+tunnel client's streams), one greenlet each, to ``_handle``.  Handler
+exceptions are logged here, once, so that one bad connection never takes the
+service down.
 """
 
-import logging
-
-from gevent.server import StreamServer
-
 from gostgev.handler import HANDLERS
-from gostgev.listener import LISTENERS
+from gostgev.listener import LISTENERS, format_address
 from gostgev.logsetup import get_logger
 
 __all__ = ["Service", "ServiceError"]
@@ -26,38 +23,38 @@ class Service:
         self.log = get_logger("gostgev.service", service=config.name,
                               handler=config.handler.type, listener=config.listener.type)
         self.handler = HANDLERS.get(config.handler.type)(config, self.log)
-        self.listener = LISTENERS.get(config.listener.type)(config)
-        self.server = None
+        self.listener = LISTENERS.get(config.listener.type)(config, self.log)
 
     @property
     def address(self):
         """The bound ``(host, port, ...)``; useful when the config asked for port 0."""
-        return self.server.address if self.server else None
+        return self.listener.address
 
     def start(self):
         try:
-            sock = self.listener.listen()
+            self.handler.start(self)
+            self.listener.start(self._handle)
         except OSError as exc:
+            self.handler.stop(0)
             raise ServiceError("service %s: cannot listen on %s: %s"
-                               % (self.config.name, self.config.addr, exc.strerror or exc)) from None
-        self.server = StreamServer(sock, self._handle)
-        self.server.start()
-        self.log.info("listening on %s", _format(self.server.address))
+                               % (self.config.name, getattr(exc, "where", self.config.addr),
+                                  exc.strerror or exc)) from None
 
-    def _handle(self, sock, address):
+    def _handle(self, conn, address, target=None):
         try:
-            self.handler.handle(sock, address)
+            self.handler.handle(conn, address, target)
         except Exception:
             # A handler bug must cost one connection, not the service.
-            self.log.exception("handler error", fields={"remote": _format(address)})
+            self.log.exception("handler error", fields={"remote": format_address(address)})
+
+    def close(self):
+        """Stop accepting; live connections go on."""
+        self.listener.close()
+        self.handler.close()
 
     def stop(self, timeout=None):
         """Stop accepting, then wait up to ``timeout`` for connections to end."""
-        if self.server is not None:
-            self.server.stop(timeout=timeout)
-            logging.getLogger("gostgev.service").debug("service %s stopped", self.config.name)
-
-
-def _format(address):
-    host, port = address[:2]
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+        self.close()
+        self.handler.stop(timeout)
+        self.listener.stop(timeout)
+        self.log.debug("stopped")

@@ -22,24 +22,33 @@ LOCALHOST = "127.0.0.1"
 # -- services under test ----------------------------------------------------
 
 @pytest.fixture
-def run_services():
-    """Start services from a raw config dict; returns their bound ports."""
+def start_services():
+    """Start services from a raw config dict; returns {name: Service}."""
     started = []
 
     def start(raw, base_dir="."):
-        warnings = []
-        config = build_config(raw, warnings, base_dir=base_dir)
-        ports = {}
+        config = build_config(raw, [], base_dir=base_dir)
+        services = {}
         for svc_config in config.services:
             service = Service(svc_config)
             service.start()
             started.append(service)
-            ports[svc_config.name] = service.address[1]
-        return ports
+            services[svc_config.name] = service
+        return services
 
     yield start
-    for service in started:
+    for service in reversed(started):
         service.stop(timeout=1)
+
+
+@pytest.fixture
+def run_services(start_services):
+    """Like start_services, but returns {name: bound port}."""
+
+    def start(raw, base_dir="."):
+        return {name: svc.address[1] for name, svc in start_services(raw, base_dir).items()}
+
+    return start
 
 
 # -- backends -----------------------------------------------------------------

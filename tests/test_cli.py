@@ -21,7 +21,7 @@ def gostgev(*args, env=None, timeout=20):
 
 @pytest.mark.parametrize("yaml_text, expected", [
     ("services:\n- name: s\n  addr: :1\n  handler: {type: nope}\n",
-     'gostgev: services[0].handler.type: unknown handler "nope" (known: file, forward, tcp)'),
+     'gostgev: services[0].handler.type: unknown handler "nope" (known: file, forward, relay, rtcp, tcp, tunnel)'),
     ("services:\n- name: s\n  addr: nowhere\n  handler: {type: tcp}\n",
      "gostgev: services[0].addr: missing port in address 'nowhere'"),
     ("services: [\n", "invalid YAML"),
@@ -58,7 +58,7 @@ def test_print_resolved_config_as_yaml_and_json():
     result = gostgev("-c", "etc/gost.yaml", "-O", "json")
     assert result.returncode == 0, result.stderr
     names = [s["name"] for s in json.loads(result.stdout)["services"]]
-    assert names == ["reverse-proxy", "site-a", "site-b"]
+    assert names == ["tunnel-server", "tunnel-client", "reverse-proxy", "site-a", "site-b"]
 
 
 def test_the_seed_example_loads_unchanged():
@@ -71,7 +71,7 @@ def test_the_seed_example_loads_unchanged():
 def test_environment_variables_are_read(tmp_path):
     result = gostgev("-O", "json", env={"GOSTGEV_CONFIG": "etc/gost.yaml"})
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["services"][0]["name"] == "reverse-proxy"
+    assert json.loads(result.stdout)["services"][0]["name"] == "tunnel-server"
 
 
 def test_version():
@@ -80,7 +80,7 @@ def test_version():
 
 
 def test_demo_serves_then_stops_cleanly_on_sigterm(tmp_path):
-    """The README's demo: start it, curl-equivalent requests, SIGTERM, exit 0."""
+    """The README's demo: start it, the curl requests, SIGTERM, exit 0."""
     import socket
 
     def free_port():
@@ -88,33 +88,48 @@ def test_demo_serves_then_stops_cleanly_on_sigterm(tmp_path):
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
 
-    ports = [free_port() for _ in range(3)]
+    names = ("8000", "8443", "8080", "18081", "18082")
+    ports = dict(zip(names, (free_port() for _ in names), strict=True))
     text = open(os.path.join(ROOT, "etc", "gost.yaml")).read()
-    for old, new in zip(("8080", "18081", "18082"), ports, strict=True):
+    for old, new in ports.items():
         text = text.replace("127.0.0.1:%s" % old, "127.0.0.1:%d" % new)
     conf = tmp_path / "gost.yaml"
     conf.write_text(text)
     (tmp_path / "www").symlink_to(os.path.join(ROOT, "etc", "www"))
     proc = subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        body = None
+
+    def get(port, host):
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host.encode())
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return data
+
+    def eventually(port, host, expected):
+        """Retry while the services start and the tunnel client connects (bounded)."""
+        data = b""
         for _ in range(100):
             try:
-                with socket.create_connection(("127.0.0.1", ports[0]), timeout=2) as sock:
-                    sock.sendall(b"GET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
-                    data = b""
-                    while chunk := sock.recv(65536):
-                        data += chunk
-                body = data
-                break
+                data = get(port, host)
+                if expected in data:
+                    return data
             except OSError:
-                time.sleep(0.05)
-        assert body is not None and body.startswith(b"HTTP/1.1 200 OK")
-        assert b"Hello from site A" in body
+                pass
+            time.sleep(0.05)
+        return data
+
+    try:
+        assert b"Hello from site A" in eventually(ports["8080"], "a.example.com", b"Hello from site A")
+        assert b"Hello from site A" in eventually(ports["8000"], "srv-0.local", b"Hello from site A")
+        assert b"Hello from site B" in get(ports["8000"], "srv-1.local")
+        assert get(ports["8000"], "srv-2.local").startswith(b"HTTP/1.1 503 ")
+        assert get(ports["8000"], "nobody.local").startswith(b"HTTP/1.1 502 ")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 0, stderr
-    assert "listening on 127.0.0.1:%d" % ports[0] in stderr
+    assert "listening on 127.0.0.1:%d" % ports["8080"] in stderr
     assert "host=a.example.com" in stderr and "node=site-a" in stderr
+    assert "tunnel connection registered" in stderr

@@ -14,10 +14,18 @@ from gostgev.addr import normalize_host, parse_addr
 from gostgev.config.model import (
     LOG_LEVELS,
     STRATEGIES,
+    AuthConfig,
+    ChainConfig,
+    ChainNodeConfig,
     Config,
+    ConnectorConfig,
+    DialerConfig,
     ForwarderConfig,
     HandlerConfig,
+    HopConfig,
+    IngressConfig,
     ListenerConfig,
+    LoadContext,
     LogConfig,
     NodeConfig,
     SelectorConfig,
@@ -31,7 +39,7 @@ __all__ = ["load_file", "read_file", "build_config"]
 # Top-level sections of GOST v3 that gostgev does not implement (yet); they are
 # accepted so a GOST file loads unchanged, with one warning each.
 _UNSUPPORTED_TOP = (
-    "chains", "authers", "admissions", "bypasses", "resolvers", "hosts", "ingresses", "sds",
+    "authers", "admissions", "bypasses", "resolvers", "hosts", "sds",
     "limiters", "climiters", "rlimiters", "quotas", "observers", "recorders", "routers",
     "rewriters", "caches", "loggers", "tls", "api", "metrics", "profiling", "plugins",
 )
@@ -79,9 +87,11 @@ def build_config(raw, warnings, base_dir="."):
         if name in hops:
             raise ConfigError(hop.key_path("name"), "duplicate hop name %r" % name)
         hops[name] = _forwarder(hop, hops={}, base_dir=base_dir)
+    ingresses = _named(root, "ingresses", _ingress)
+    chains = _named(root, "chains", _chain)
     services, names = [], set()
     for index, svc in enumerate(root.sections("services")):
-        service = _service(svc, index, hops, base_dir)
+        service = _service(svc, index, hops, chains, ingresses, base_dir)
         if service.name in names:
             raise ConfigError(svc.key_path("name"), "duplicate service name %r" % service.name)
         names.add(service.name)
@@ -89,7 +99,21 @@ def build_config(raw, warnings, base_dir="."):
     log = _log(root.section("log"))
     root.unsupported(*_UNSUPPORTED_TOP)
     root.finish()
-    return Config(services=tuple(services), log=log, base_dir=base_dir)
+    return Config(services=tuple(services), log=log, base_dir=base_dir,
+                  chains=tuple(chains.values()), ingresses=tuple(ingresses.values()))
+
+
+def _named(root, key, parse):
+    """Parse a top-level list of named components into {name: value}."""
+    out = {}
+    for sec in root.sections(key):
+        name = sec.str("name")
+        if not name:
+            raise ConfigError(sec.key_path("name"), "required")
+        if name in out:
+            raise ConfigError(sec.key_path("name"), "duplicate name %r" % name)
+        out[name] = parse(sec, name)
+    return out
 
 
 def _log(sec):
@@ -107,7 +131,7 @@ def _log(sec):
     return LogConfig(level=level, format=fmt, output=output)
 
 
-def _service(svc, index, hops, base_dir):
+def _service(svc, index, hops, chains, ingresses, base_dir):
     # Imported here: the registries live with the gevent code that fills them,
     # and only a full load needs them.
     from gostgev.handler import HANDLERS
@@ -145,29 +169,126 @@ def _service(svc, index, hops, base_dir):
                           "handler %r needs forwarder nodes to send traffic to" % handler_type)
 
     handler_md = handler_sec.metadata()
+    auth = _auth(handler_sec.section("auth"))
+    context = LoadContext(base_dir=base_dir, ingresses=ingresses, auth=auth)
     try:
-        options = handler_cls.parse_options(handler_md, base_dir)
+        options = handler_cls.parse_options(handler_md, context)
     except ValueError as exc:
         raise ConfigError(handler_md.path, str(exc)) from None
-    for sec in (handler_sec, listener_sec):
-        # Ignoring a chain would send traffic directly instead of through it.
-        if sec is not None and (sec.raw("chain") or sec.raw("chaingroup")):
-            raise ConfigError(sec.key_path("chain"), "chains are not supported by gostgev yet")
-    handler_sec.unsupported("retries", "auth", "auther", "authers", "limiter", "observer")
+    handler_chain = _chain_ref(handler_sec, chains)
+    if handler_chain is not None and not handler_cls.accepts_chain:
+        raise ConfigError(handler_sec.key_path("chain"), "handler %r cannot use a chain" % handler_type)
+    handler_sec.unsupported("retries", "auther", "authers", "limiter", "observer", "chaingroup")
     handler_sec.finish()
-    listener_md = listener_sec.metadata() if listener_sec else Metadata({})
+    listener_md, listener_chain = Metadata({}), None
     if listener_sec is not None:
-        listener_sec.unsupported("auth", "auther", "authers", "tls")
+        listener_md = listener_sec.metadata()
+        listener_chain = _chain_ref(listener_sec, chains)
+        listener_sec.unsupported("auth", "auther", "authers", "tls", "chaingroup")
         listener_sec.finish()
+    if listener_chain is not None and not LISTENERS.get(listener_type).accepts_chain:
+        raise ConfigError(listener_sec.key_path("chain"), "listener %r cannot use a chain" % listener_type)
     service_md = svc.metadata()
     svc.unsupported(*_UNSUPPORTED_SERVICE)
     svc.finish()
     return ServiceConfig(
         name=name, addr=addr,
-        handler=HandlerConfig(type=handler_type, metadata=handler_md, options=options),
-        listener=ListenerConfig(type=listener_type, metadata=listener_md),
+        handler=HandlerConfig(type=handler_type, metadata=handler_md, options=options, auth=auth,
+                              chain=handler_chain),
+        listener=ListenerConfig(type=listener_type, metadata=listener_md, chain=listener_chain),
         forwarder=forwarder, metadata=service_md,
     )
+
+
+def _chain_ref(sec, chains):
+    name = sec.str("chain")
+    if not name:
+        return None
+    if name not in chains:
+        raise ConfigError(sec.key_path("chain"), "no chain named %r in chains" % name)
+    return chains[name]
+
+
+def _auth(sec):
+    if sec is None:
+        return None
+    username, password = sec.str("username") or "", sec.str("password") or ""
+    sec.finish()
+    return AuthConfig(username=username, password=password)
+
+
+def _ingress(sec, name):
+    from gostgev.ingress import Rule, parse_endpoint, parse_rule_host
+
+    rules = []
+    for rule in sec.sections("rules"):
+        try:
+            hostname = parse_rule_host(rule.str("hostname"))
+        except ValueError as exc:
+            raise ConfigError(rule.key_path("hostname"), str(exc)) from None
+        try:
+            endpoint = parse_endpoint(rule.str("endpoint") or "")
+        except ValueError as exc:
+            raise ConfigError(rule.key_path("endpoint"), "%s (want a tunnel UUID, or $UUID)" % exc) from None
+        rule.finish()
+        rules.append(Rule(hostname, endpoint))
+    sec.unsupported("file", "redis", "http", "plugin", "reload")
+    sec.finish()
+    return IngressConfig(name=name, rules=tuple(rules))
+
+
+def _chain(sec, name):
+    hops = []
+    for hop in sec.sections("hops"):
+        hop_name = hop.str("name") or "hop-%d" % len(hops)
+        selector = _selector(hop.section("selector"))
+        nodes = tuple(_chain_node(node, i) for i, node in enumerate(hop.sections("nodes")))
+        if not nodes:
+            raise ConfigError(hop.key_path("nodes"), "a chain hop needs nodes")
+        hop.unsupported("bypass", "bypasses", "resolver", "hosts", "metadata", "interface", "sockopts")
+        hop.finish()
+        hops.append(HopConfig(name=hop_name, nodes=nodes, selector=selector))
+    if not hops:
+        raise ConfigError(sec.key_path("hops"), "a chain needs hops")
+    sec.unsupported("metadata")
+    sec.finish()
+    return ChainConfig(name=name, hops=tuple(hops))
+
+
+def _chain_node(sec, index):
+    from gostgev.connector import CONNECTORS
+    from gostgev.dialer import DIALERS
+
+    name = sec.str("name") or "node-%d" % index
+    addr = sec.str("addr")
+    if not addr:
+        raise ConfigError(sec.key_path("addr"), "required")
+    try:
+        parse_addr(addr)
+    except ValueError as exc:
+        raise ConfigError(sec.key_path("addr"), str(exc)) from None
+    conn = sec.section("connector")
+    conn_type = (conn.str("type") if conn else None) or "http"
+    if conn_type not in CONNECTORS:
+        raise ConfigError((conn or sec).key_path("type" if conn else "connector"),
+                          _unknown("connector", conn_type, CONNECTORS))
+    connector = ConnectorConfig(type=conn_type, metadata=conn.metadata() if conn else Metadata({}),
+                                auth=_auth(conn.section("auth")) if conn else None)
+    if conn is not None:
+        conn.finish()
+    dial = sec.section("dialer")
+    dial_type = (dial.str("type") if dial else None) or "tcp"
+    if dial_type not in DIALERS:
+        raise ConfigError((dial or sec).key_path("type" if dial else "dialer"),
+                          _unknown("dialer", dial_type, DIALERS))
+    dialer = DialerConfig(type=dial_type, metadata=dial.metadata() if dial else Metadata({}))
+    if dial is not None:
+        dial.unsupported("tls", "auth")
+        dial.finish()
+    metadata = sec.metadata()
+    sec.unsupported("bypass", "bypasses", "resolver", "hosts", "interface", "sockopts", "tls", "http")
+    sec.finish()
+    return ChainNodeConfig(name=name, addr=addr, connector=connector, dialer=dialer, metadata=metadata)
 
 
 def _unknown(kind, value, registry):

@@ -11,7 +11,9 @@ from gostgev.config.section import Metadata
 
 __all__ = [
     "LogConfig", "SelectorConfig", "NodeConfig", "ForwarderConfig", "HandlerConfig",
-    "ListenerConfig", "ServiceConfig", "Config", "STRATEGIES", "LOG_LEVELS",
+    "ListenerConfig", "ServiceConfig", "Config", "STRATEGIES", "LOG_LEVELS", "AuthConfig",
+    "ConnectorConfig", "DialerConfig", "ChainNodeConfig", "HopConfig", "ChainConfig", "IngressConfig",
+    "LoadContext",
 ]
 
 #: selector strategies and their GOST aliases
@@ -61,16 +63,77 @@ class ForwarderConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthConfig:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorConfig:
+    type: str                 #: tunnel | relay
+    metadata: Metadata
+    auth: AuthConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DialerConfig:
+    type: str                 #: tcp
+    metadata: Metadata
+
+
+@dataclass(frozen=True, slots=True)
+class ChainNodeConfig:
+    """A node of a chain hop: a server reached with a dialer, spoken to with a connector."""
+
+    name: str
+    addr: str
+    connector: ConnectorConfig
+    dialer: DialerConfig
+    metadata: Metadata
+
+
+@dataclass(frozen=True, slots=True)
+class HopConfig:
+    name: str
+    nodes: tuple
+    selector: SelectorConfig = SelectorConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConfig:
+    name: str
+    hops: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class IngressConfig:
+    name: str
+    rules: tuple              #: gostgev.ingress.Rule values, in file order
+
+
+@dataclass(frozen=True, slots=True)
 class HandlerConfig:
     type: str
     metadata: Metadata
     options: object           #: the handler's own typed options, parsed at load time
+    auth: AuthConfig | None = None
+    chain: ChainConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ListenerConfig:
     type: str
     metadata: Metadata
+    chain: ChainConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadContext:
+    """What a handler's ``parse_options`` may look at besides its metadata."""
+
+    base_dir: str
+    ingresses: dict           #: name -> IngressConfig
+    auth: AuthConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,5 +150,7 @@ class ServiceConfig:
 class Config:
     services: tuple
     log: LogConfig = LogConfig()
+    chains: tuple = ()
+    ingresses: tuple = ()
     #: directory of the config file; relative paths in the config start here
     base_dir: str = "."

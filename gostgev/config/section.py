@@ -145,6 +145,10 @@ class Metadata:
         except ValueError as exc:
             raise ConfigError(join_path(self.path, key), str(exc)) from None
 
+    def raw(self, *keys):
+        """The untyped value of the first key present, or None."""
+        return self._first(keys)[1]
+
     def str(self, *keys, default=None):
         return self._typed(keys, default, parse_str)
 

@@ -17,9 +17,11 @@ HANDLERS = Registry("handler")
 class Handler:
     #: whether the config must give ``forwarder.nodes``
     needs_forwarder = False
+    #: whether ``handler.chain`` makes sense for this handler
+    accepts_chain = False
 
     @classmethod
-    def parse_options(cls, metadata, base_dir):
+    def parse_options(cls, metadata, context):
         """Return this handler's typed options; ``ValueError`` on bad values."""
         return None
 
@@ -28,9 +30,20 @@ class Handler:
         self.options = service_config.handler.options
         self.log = log
 
-    def handle(self, sock, address):
+    def start(self, service):
+        """Called before the service listens; handlers with listeners of their own open them here."""
+
+    def close(self):
+        """Stop accepting on the handler's own listeners, if any."""
+
+    def stop(self, timeout=None):
+        """Called when the service stops, after ``close``."""
+
+    def handle(self, conn, address, target=None):
+        """Serve one connection.  ``target`` is the ``host:port`` a tunnel
+        stream header asked for, when the connection is such a stream."""
         raise NotImplementedError
 
 
 # Importing the modules registers their handlers.
-from gostgev.handler import file, forward  # noqa: E402,F401
+from gostgev.handler import file, forward, relay, tunnel  # noqa: E402,F401

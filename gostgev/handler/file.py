@@ -36,16 +36,16 @@ class FileOptions:
 @HANDLERS.register("file")
 class FileHandler(Handler):
     @classmethod
-    def parse_options(cls, md, base_dir):
+    def parse_options(cls, md, context):
         directory = md.str("file.dir", "dir")
         if not directory:
             raise ValueError("file.dir: required (the directory to serve)")
-        root = os.path.realpath(os.path.join(base_dir, directory))
+        root = os.path.realpath(os.path.join(context.base_dir, directory))
         if not os.path.isdir(root):
             raise ValueError("file.dir: %r is not a directory" % directory)
         return FileOptions(root=root)
 
-    def handle(self, sock, address):
+    def handle(self, sock, address, target=None):
         log = self.log.bind(remote="%s:%d" % address[:2])
         data = b""
         while True:

@@ -20,12 +20,14 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from gostgev.addr import parse_addr, split_host_port
+from gostgev.addr import host_without_port, parse_addr, split_host_port
 from gostgev.codec.http import simple_response
 from gostgev.codec.sniff import HTTP, TLS
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
+from gostgev.errors import ProtocolError
 from gostgev.forwarder import Forwarder
 from gostgev.handler import HANDLERS, Handler
+from gostgev.listener import format_address
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
 from gostgev.netio.pipe import pipe
@@ -35,6 +37,10 @@ __all__ = ["ForwardHandler", "ForwardOptions"]
 #: default for ``sniffing.timeout``; GOST has none, which lets a silent client
 #: hold a connection forever
 DEFAULT_SNIFF_TIMEOUT = 10.0
+
+#: seconds a failed, unsniffed connection is watched for an HTTP request, so
+#: that an HTTP client can be sent a 502 instead of a bare close
+HTTP_PROBE_TIMEOUT = 2.0
 
 #: default port by sniffed protocol, for node addresses written without one
 _DEFAULT_PORTS = {HTTP: 80, TLS: 443}
@@ -51,9 +57,10 @@ class ForwardOptions:
 @HANDLERS.register("tcp", "forward")
 class ForwardHandler(Handler):
     needs_forwarder = True
+    accepts_chain = True
 
     @classmethod
-    def parse_options(cls, md, base_dir):
+    def parse_options(cls, md, context):
         sniff_timeout = md.duration("sniffing.timeout", default=DEFAULT_SNIFF_TIMEOUT)
         return ForwardOptions(
             sniffing=md.bool("sniffing"),
@@ -65,37 +72,50 @@ class ForwardHandler(Handler):
 
     def __init__(self, service_config, log):
         super().__init__(service_config, log)
-        self.forwarder = Forwarder(service_config.forwarder)
+        forwarder = service_config.forwarder
+        self.forwarder = Forwarder(forwarder) if forwarder is not None and forwarder.nodes else None
+        self.chain = None
+        if service_config.handler.chain is not None:
+            from gostgev.chain import Chain  # only visitors need the relay/mux stack
 
-    def handle(self, sock, address):
+            self.chain = Chain(service_config.handler.chain, self.options.dial_timeout)
+
+    def handle(self, conn, address, target=None):
         started = time.monotonic()
-        log = self.log.bind(remote="%s:%d" % address[:2])
+        client = format_address(address)
+        log = self.log.bind(remote=client)
         sniffed = None
         if self.options.sniffing:
-            sniffed = self._sniff(sock, log)
+            sniffed = self._sniff(conn, log)
             if sniffed is None:
                 return
         protocol = sniffed.protocol if sniffed else None
-        host = sniffed.host if sniffed else None
+        # A tunnel stream header names the host the public client asked for;
+        # it wins over what we sniff (GOST's fixed behaviour, issue #898).
+        host = host_without_port(target) if target else (sniffed.host if sniffed else None)
         path = _request_path(sniffed.head.target) if protocol == HTTP else None
         log = log.bind(host=host, protocol=protocol or None)
 
-        nodes = self.forwarder.route(host, protocol, path, client_ip=address[0])
+        if self.forwarder is not None:
+            nodes = self.forwarder.route(host, protocol, path, client_ip=address[0])
+        else:
+            nodes = [None] if target else []   # no forwarder: the header's target itself
         if not nodes:
-            self._refuse(sock, protocol, 502, "no route for host %s" % (host or "(none)"), log)
+            self._refuse(conn, sniffed, 502, "no route for host %s" % (host or "(none)"), log)
             return
-        upstream, node = self._dial(nodes, sniffed, log)
+        upstream, name = self._dial(nodes, sniffed, target, client, log)
         if upstream is None:
-            self._refuse(sock, protocol, 503, "no node reachable for host %s" % (host or "(none)"), log)
+            self._refuse(conn, sniffed, self.dial_failure_status,
+                         "no node reachable for host %s" % (host or "(none)"), log)
             return
-        log = log.bind(node=node.name)
+        log = log.bind(node=name)
         data = sniffed.data if sniffed else b""
         up = down = 0
         error = None
         try:
             if data:
                 upstream.sendall(data)
-            up, down = pipe(sock, upstream, self.options.idle_timeout)
+            up, down = pipe(conn, upstream, self.options.idle_timeout)
         except OSError as exc:
             error = exc.strerror or str(exc)
         finally:
@@ -103,6 +123,9 @@ class ForwardHandler(Handler):
         log.info("%s closed", "connection" if error is None else "connection failed",
                  fields={"inputBytes": len(data) + up, "outputBytes": down,
                          "duration": "%.3fs" % (time.monotonic() - started), "error": error})
+
+    #: HTTP status when every node failed to dial
+    dial_failure_status = 503
 
     def _sniff(self, sock, log):
         try:
@@ -120,25 +143,56 @@ class ForwardHandler(Handler):
             log.debug("client error while sniffing: %s", exc)
         return None
 
-    def _dial(self, nodes, sniffed, log):
+    def _dial(self, nodes, sniffed, target, client, log):
+        """Dial the nodes in order; ``(connection, node name)`` or ``(None, None)``."""
         for node in nodes:
-            target = _target(node, sniffed)
-            if target is None:
+            where = _target(node, sniffed, target, allow_port_zero=self.chain is not None)
+            if where is None:
                 continue
+            name = node.name if node is not None else "direct"
             try:
-                upstream = dial_tcp(target[0], target[1], self.options.dial_timeout)
-            except OSError as exc:
-                node.mark_failed()
-                log.warning("dial %s (%s:%d) failed: %s", node.name, target[0], target[1], exc.strerror or exc)
+                if self.chain is not None:
+                    upstream = self.chain.dial("%s:%d" % where, src=client)
+                else:
+                    upstream = dial_tcp(where[0], where[1], self.options.dial_timeout)
+            except (OSError, ProtocolError) as exc:
+                if node is not None:
+                    node.mark_failed()
+                log.warning("dial %s (%s:%d) failed: %s", name, where[0], where[1],
+                            getattr(exc, "strerror", None) or exc)
                 continue
-            node.mark_ok()
-            return upstream, node
+            if node is not None:
+                node.mark_ok()
+            return upstream, name
         return None, None
 
-    def _refuse(self, sock, protocol, status, message, log):
+    def _refuse(self, conn, sniffed, status, message, log):
+        """Log why, and tell an HTTP client in its own protocol; others are just closed."""
         log.warning("%s", message)
-        if protocol == HTTP:
-            close_gently(sock, simple_response(status, "gostgev: " + message))
+        if sniffed is None:
+            sniffed = _probe_http(conn)
+        if sniffed is not None and sniffed.protocol == HTTP:
+            close_gently(conn, simple_response(status, "gostgev: " + message))
+
+
+@HANDLERS.register("rtcp")
+class RemoteForwardHandler(ForwardHandler):
+    """``rtcp``: the same forwarding, for connections arriving through a tunnel.
+
+    With no forwarder nodes the stream header's target is dialed as is.
+    A failed dial answers HTTP clients with 502, the gateway's own word.
+    """
+
+    needs_forwarder = False
+    dial_failure_status = 502
+
+
+def _probe_http(conn):
+    """After a failure without sniffing: briefly look whether the client speaks HTTP."""
+    try:
+        return sniff(conn, HTTP_PROBE_TIMEOUT)
+    except (SniffTimeout, PeerClosed, MalformedHead, OSError):
+        return None
 
 
 def _request_path(target):
@@ -148,19 +202,29 @@ def _request_path(target):
     return urlsplit(target).path or "/"
 
 
-def _target(node, sniffed):
-    """``(host, port)`` to dial for ``node``, or None if it cannot serve this."""
+def _target(node, sniffed, target, allow_port_zero=False):
+    """``(host, port)`` to dial, or None if ``node`` cannot serve this request.
+
+    ``node`` None means the stream header's ``target`` itself.  A node
+    address without a port gets the protocol's port (80, 443); an empty node
+    address dials the requested host (SNI-proxy style).
+    """
     protocol = sniffed.protocol if sniffed else None
-    default_port = _DEFAULT_PORTS.get(protocol)
-    if node.config.addr:
+    default_port = _DEFAULT_PORTS.get(protocol, 0)
+    if node is not None and node.config.addr:
         addr = parse_addr(node.config.addr, default_port=0)
-        port = addr.port or default_port
-        return (addr.host, port) if port else None
-    # An empty node address dials the sniffed host itself (SNI-proxy style).
-    if sniffed is None or not sniffed.host or default_port is None:
+        host, port = addr.host, addr.port or default_port
+    elif target:
+        addr = parse_addr(target, default_port=default_port)
+        host, port = addr.host, addr.port
+    elif sniffed is not None and sniffed.host:
+        host, port = sniffed.host, default_port
+        if protocol == HTTP:
+            _, port_text = split_host_port(sniffed.head.header("host") or "")
+            if port_text.isdigit():
+                port = int(port_text)
+    else:
         return None
-    if protocol == HTTP:
-        _, port_text = split_host_port(sniffed.head.header("host") or "")
-        if port_text.isdigit():
-            default_port = int(port_text)
-    return sniffed.host, default_port
+    if not host or (port == 0 and not allow_port_zero):
+        return None
+    return host, port

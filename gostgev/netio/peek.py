@@ -16,7 +16,7 @@ from gostgev.codec.http import parse_request_head
 from gostgev.codec.tls import parse_client_hello
 from gostgev.errors import RemoteProtocolError
 
-__all__ = ["SniffTimeout", "PeerClosed", "MalformedHead", "Sniffed", "sniff", "read_head"]
+__all__ = ["SniffTimeout", "PeerClosed", "MalformedHead", "Sniffed", "sniff", "read_head", "with_prefix"]
 
 #: bytes asked of the kernel per read while sniffing; a typical head fits
 READ_SIZE = 16 * 1024
@@ -85,3 +85,33 @@ def sniff(sock, timeout):
         except RemoteProtocolError as exc:
             raise MalformedHead(protocol, exc) from None
         return Sniffed(protocol, None, None, data)
+
+
+class _Prefixed:
+    """A connection whose first reads return bytes that were already read."""
+
+    def __init__(self, conn, data):
+        self._conn = conn
+        self._data = data
+
+    def recv(self, n):
+        if self._data:
+            data, self._data = self._data[:n], self._data[n:]
+            return data
+        return self._conn.recv(n)
+
+    def recv_into(self, buffer, nbytes=0):
+        if self._data:
+            n = min(len(self._data), nbytes or len(buffer))
+            buffer[:n] = self._data[:n]
+            self._data = self._data[n:]
+            return n
+        return self._conn.recv_into(buffer, nbytes)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def with_prefix(conn, data):
+    """``conn``, or a wrapper replaying ``data`` before reading ``conn`` again."""
+    return _Prefixed(conn, data) if data else conn

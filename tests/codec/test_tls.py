@@ -10,13 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gostgev.codec.tls import (
-    MAX_CLIENT_HELLO_BYTES,
-    MAX_RECORD_BYTES,
-    ClientHello,
-    looks_like_tls,
-    parse_client_hello,
-)
+from gostgev.codec.tls import MAX_CLIENT_HELLO_BYTES, MAX_RECORD_BYTES, ClientHello, looks_like_tls, parse_client_hello
 from gostgev.errors import RemoteProtocolError
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "data" / "tls"

@@ -1,0 +1,93 @@
+"""Chains: the path from this process to a remote server, hop by hop.
+
+::
+
+    Chain ── hop 0 (selector) ── node: dialer (tcp) + connector (relay/tunnel)
+          └─ hop 1 (selector) ── node ...
+
+``dial(target)`` picks one node per hop, dials the first, then asks each
+node's connector to CONNECT to the next node and the last one to the
+target.  ``bind(addr)`` does the same but ends with the last connector's
+BIND, which gives a multiplexed session (the tunnel client's connection).
+A failed dial or handshake marks the node failed for its hop's selector,
+so the next attempt tries another server when a hop lists several.
+"""
+
+import logging
+
+from gostgev.addr import parse_addr
+from gostgev.connector import CONNECTORS
+from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, DIALERS
+from gostgev.selector import Node, Selector
+
+__all__ = ["Chain"]
+
+log = logging.getLogger(__name__)
+
+
+class _Hop:
+    def __init__(self, config):
+        self.config = config
+        self.selector = Selector(config.selector)
+        self.nodes = []
+        for node in config.nodes:
+            md = node.metadata
+            self.nodes.append(Node(node, config.selector, max_fails=md.int("maxfails", default=0) or None,
+                                   fail_timeout=md.duration("failtimeout") or None))
+        # One connector object per node: it holds parsed options (tunnel ID...).
+        self.connectors = {id(n): CONNECTORS.get(n.config.connector.type)(n.config.connector)
+                           for n in self.nodes}
+
+
+class Chain:
+    def __init__(self, config, dial_timeout=DEFAULT_DIAL_TIMEOUT):
+        self.name = config.name
+        self.hops = [_Hop(hop) for hop in config.hops]
+        self.dial_timeout = dial_timeout
+
+    def _route(self):
+        return [(hop, hop.selector.order(hop.nodes)[0]) for hop in self.hops]
+
+    def _through(self, route):
+        """Dial the first node and CONNECT hop by hop to the last; return the connection."""
+        first = route[0][1].config
+        addr = parse_addr(first.addr)
+        conn = DIALERS.get(first.dialer.type)(addr.host, addr.port, self.dial_timeout)
+        try:
+            for (hop, node), (_, next_node) in zip(route, route[1:], strict=False):
+                conn = hop.connectors[id(node)].connect(conn, next_node.config.addr)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _attempt(self, route, finish):
+        try:
+            conn = self._through(route)
+        except OSError:
+            route[0][1].mark_failed()
+            raise
+        try:
+            result = finish(conn)
+        except BaseException:
+            conn.close()
+            route[-1][1].mark_failed()
+            raise
+        for _, node in route:
+            node.mark_ok()
+        return result
+
+    def dial(self, target, network="tcp", src=None):
+        """A connection to ``target`` ("host:port") through the chain."""
+        route = self._route()
+        hop, node = route[-1]
+        return self._attempt(route, lambda conn: hop.connectors[id(node)].connect(conn, target, network, src))
+
+    def bind(self, addr, network="tcp"):
+        """BIND ``addr`` on the last node; returns the connector's ``Bound``."""
+        route = self._route()
+        hop, node = route[-1]
+        return self._attempt(route, lambda conn: hop.connectors[id(node)].bind(conn, addr, network))
+
+    def last_node_name(self):
+        return self.hops[-1].nodes[0].name if self.hops else ""

@@ -1,0 +1,157 @@
+"""Connectors: the relay handshake spoken over a dialed connection.
+
+A connector turns a connection to a server into either
+
+* a connection to a target (``connect``): visitor CONNECT with a tunnel ID
+  (``tunnel``), or plain relay CONNECT (``relay``); or
+* a multiplexed session whose streams the server opens toward us (``bind``):
+  tunnel registration (``tunnel``, smux v2) or remote port forwarding
+  (``relay``, smux v1).
+
+Wire formats: ``gostgev.codec.relay``.  Every read has a deadline, so a
+server that accepts and then says nothing cannot hang a client forever.
+"""
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+
+import gevent
+
+from gostgev.codec import relay
+from gostgev.netio.mux import MuxConfig, MuxSession
+from gostgev.netio.peek import PeerClosed, read_head, with_prefix
+from gostgev.registry import Registry
+
+__all__ = ["CONNECTORS", "ConnectError", "Bound", "TunnelConnector", "RelayConnector", "HANDSHAKE_TIMEOUT"]
+
+CONNECTORS = Registry("connector")
+
+#: seconds to wait for the server's reply to a CONNECT or BIND
+HANDSHAKE_TIMEOUT = 15.0
+
+
+class ConnectError(ConnectionError):
+    """The server refused the request; ``status`` is the relay status code."""
+
+    def __init__(self, status, server):
+        self.status = status
+        self.server = server
+        name = relay.STATUS_NAMES.get(status, "status %d" % status)
+        super().__init__("%s refused the request: %s" % (server, name))
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A live BIND: the session plus what the server told us."""
+
+    session: MuxSession
+    endpoint: str            #: public address the server reported
+    connector_id: object     #: TunnelID the server gave this connection (tunnel only)
+    header_has_target: bool  #: whether stream headers carry a target address
+
+
+def _peer(conn):
+    try:
+        host, port = conn.getpeername()[:2]
+        return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+    except OSError:
+        return "server"
+
+
+def _local(conn):
+    try:
+        host, port = conn.getsockname()[:2]
+        return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+    except (OSError, AttributeError, ValueError):
+        return "0.0.0.0:0"
+
+
+def exchange(conn, request, timeout=HANDSHAKE_TIMEOUT):
+    """Send a relay request and read the response; ``(response, leftover bytes)``.
+
+    Raises :class:`ConnectError` for a non-OK status.
+    """
+    conn.sendall(request.encode())
+    try:
+        with gevent.Timeout(timeout, TimeoutError("no reply from %s within %gs" % (_peer(conn), timeout))):
+            (response, used), data = read_head(conn, relay.parse_response)
+    except PeerClosed:
+        raise ConnectionResetError("%s closed the connection without a reply" % _peer(conn)) from None
+    if response.status != relay.OK:
+        raise ConnectError(response.status, _peer(conn))
+    return response, data[used:]
+
+
+class _Base:
+    def __init__(self, config):
+        self.config = config
+        md = config.metadata
+        self.mux = MuxConfig.from_metadata(md)
+        auth = config.auth
+        self.username = auth.username if auth else None
+        self.password = auth.password if auth else None
+
+
+@CONNECTORS.register("tunnel")
+class TunnelConnector(_Base):
+    def __init__(self, config):
+        super().__init__(config)
+        md = config.metadata
+        text = md.str("tunnel.id", "tunnelid")
+        weight = md.int("tunnel.weight", default=0, minimum=0, maximum=255)
+        if text:
+            parsed = relay.TunnelID.parse(text)
+            self.tunnel_id = relay.TunnelID(parsed.uuid, 0, weight)
+        else:
+            # GOST's behaviour: a fresh time-based ID per process, i.e. a new
+            # tunnel on every restart.
+            self.tunnel_id = relay.TunnelID(uuid.uuid1().bytes, 0, weight)
+
+    def connect(self, conn, target, network="tcp", src=None):
+        request = relay.Request(
+            cmd=relay.CONNECT, flags=relay.FLAG_UDP if network == "udp" else 0,
+            username=self.username, password=self.password,
+            addrs=(src or _local(conn), target), tunnel_id=self.tunnel_id,
+            network="udp" if network == "udp" else None)
+        _, leftover = exchange(conn, request)
+        return with_prefix(conn, leftover)
+
+    def bind(self, conn, addr, network="tcp"):
+        # GOST v3 sends ":0" as an empty domain name; we send the same bytes.
+        request = relay.Request(
+            cmd=relay.BIND, flags=relay.FLAG_UDP if network == "udp" else 0,
+            username=self.username, password=self.password,
+            addrs=(_local(conn), addr), tunnel_id=self.tunnel_id,
+            network="udp" if network == "udp" else None)
+        response, leftover = exchange(conn, request)
+        session = MuxSession(with_prefix(conn, leftover), self.mux, client=False,
+                             name="tunnel %s" % self.tunnel_id.text)
+        return Bound(session, response.addrs[0] if response.addrs else "", response.tunnel_id, True)
+
+
+@CONNECTORS.register("relay")
+class RelayConnector(_Base):
+    def __init__(self, config):
+        super().__init__(config)
+        # Plain relay BIND sessions are smux version 1 unless told otherwise, as in GOST.
+        if "mux.version" not in config.metadata:
+            self.mux = dataclasses.replace(self.mux, version=1)
+
+    def connect(self, conn, target, network="tcp", src=None):
+        request = relay.Request(
+            cmd=relay.CONNECT, flags=relay.FLAG_UDP if network == "udp" else 0,
+            username=self.username, password=self.password, addrs=(target,),
+            network="udp" if network == "udp" else None)
+        _, leftover = exchange(conn, request)
+        return with_prefix(conn, leftover)
+
+    def bind(self, conn, addr, network="tcp"):
+        host, _, port = addr.rpartition(":")
+        request = relay.Request(
+            cmd=relay.BIND, flags=relay.FLAG_UDP if network == "udp" else 0,
+            username=self.username, password=self.password,
+            addrs=("%s:%s" % (host or "0.0.0.0", port),), network=network)
+        response, leftover = exchange(conn, request)
+        session = MuxSession(with_prefix(conn, leftover), self.mux, client=False, name="relay bind %s" % addr)
+        return Bound(session, response.addrs[0] if response.addrs else "", None, False)

@@ -1,0 +1,143 @@
+"""The plain relay server: handler ``relay`` (GOST's remote port forwarding).
+
+* CONNECT: dial the requested target and pipe (a proxy; protect it with
+  ``auth``, as GOST's own docs advise).
+* BIND (only with metadata ``bind: true``): listen on the requested address
+  on this server, reply with the address actually bound, and turn the
+  client's connection into a mux session (smux v1, as GOST).  Each
+  connection accepted on the bound port becomes a stream that starts with a
+  relay header naming the connecting peer.  The port closes when the client's
+  session ends.
+"""
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import gevent
+
+from gostgev.addr import parse_addr
+from gostgev.auth import authorized
+from gostgev.codec import relay
+from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
+from gostgev.errors import ProtocolError
+from gostgev.handler import HANDLERS, Handler
+from gostgev.handler.tunnel import DEFAULT_HEADER_TIMEOUT, _reply
+from gostgev.listener import format_address, listen_tcp, serve_tcp
+from gostgev.netio.mux import MuxConfig, MuxSession, SessionClosed
+from gostgev.netio.peek import PeerClosed, read_head
+from gostgev.netio.pipe import pipe
+
+__all__ = ["RelayHandler", "RelayOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOptions:
+    bind: bool                 #: allow clients to BIND ports on this server
+    read_timeout: float        #: deadline for the relay request
+    dial_timeout: float
+    mux: MuxConfig             #: smux version 1 unless mux.version says otherwise
+    auth: object
+
+
+@HANDLERS.register("relay")
+class RelayHandler(Handler):
+    @classmethod
+    def parse_options(cls, md, context):
+        mux = MuxConfig.from_metadata(md)
+        if "mux.version" not in md:
+            mux = dataclasses.replace(mux, version=1)
+        return RelayOptions(
+            bind=md.bool("bind"), read_timeout=md.duration("readtimeout") or DEFAULT_HEADER_TIMEOUT,
+            dial_timeout=md.duration("dialtimeout") or DEFAULT_DIAL_TIMEOUT, mux=mux, auth=context.auth)
+
+    def handle(self, conn, address, target=None):
+        log = self.log.bind(remote=format_address(address))
+        try:
+            with gevent.Timeout(self.options.read_timeout, PeerClosed):
+                (request, used), data = read_head(conn, relay.parse_request)
+        except (PeerClosed, OSError):
+            return
+        except ProtocolError as exc:
+            log.warning("bad relay request, closing: %s", exc)
+            return
+        leftover = data[used:]
+        if not authorized(self.options.auth, request.username, request.password):
+            log.warning("unauthorized", fields={"user": request.username})
+            return _reply(conn, relay.UNAUTHORIZED)
+        if not request.addrs:
+            return _reply(conn, relay.BAD_REQUEST)
+        if request.cmd == relay.CONNECT:
+            return self._connect(conn, request, leftover, log)
+        if request.cmd == relay.BIND:
+            return self._bind(conn, request, log)
+        _reply(conn, relay.BAD_REQUEST)
+
+    def _connect(self, conn, request, leftover, log):
+        target = request.addrs[-1]
+        log = log.bind(target=target)
+        if request.network not in (None, "tcp"):
+            log.warning("relay CONNECT for network %s is not supported", request.network)
+            return _reply(conn, relay.BAD_REQUEST)
+        try:
+            addr = parse_addr(target)
+            upstream = dial_tcp(addr.host, addr.port, self.options.dial_timeout)
+        except (OSError, ValueError) as exc:
+            log.warning("dial failed: %s", getattr(exc, "strerror", None) or exc)
+            return _reply(conn, relay.HOST_UNREACHABLE)
+        started = time.monotonic()
+        try:
+            _reply(conn, relay.OK)
+            if leftover:
+                upstream.sendall(leftover)
+            up, down = pipe(conn, upstream)
+        finally:
+            upstream.close()
+        log.info("connection closed", fields={"inputBytes": len(leftover) + up, "outputBytes": down,
+                                              "duration": "%.3fs" % (time.monotonic() - started)})
+
+    def _bind(self, conn, request, log):
+        if not self.options.bind:
+            log.warning("BIND refused: metadata bind is not enabled")
+            return _reply(conn, relay.FORBIDDEN)
+        if request.network not in (None, "tcp"):
+            return _reply(conn, relay.BAD_REQUEST)
+        try:
+            addr = parse_addr(request.addrs[-1])
+            sock = listen_tcp(addr)
+        except (OSError, ValueError) as exc:
+            log.warning("BIND %s failed: %s", request.addrs[-1], getattr(exc, "strerror", None) or exc)
+            return _reply(conn, relay.SERVICE_UNAVAILABLE)
+        bound = format_address(sock.getsockname())
+        conn.sendall(relay.Response(relay.OK, addrs=(bound,)).encode())
+        session = MuxSession(conn, self.options.mux, client=True, name="relay bind %s" % bound)
+        log = log.bind(bind=bound)
+        server = serve_tcp(sock, lambda c, a: self._carry(session, c, a, log))
+        log.info("remote port bound")
+        try:
+            while True:
+                stream = session.accept_stream()
+                if stream is not None:
+                    stream.close()
+        except SessionClosed:
+            pass
+        finally:
+            server.stop(timeout=1)
+            session.close()
+        log.info("remote port released: %s", session.close_reason or "closed")
+
+    def _carry(self, session, conn, address, log):
+        """A connection to the bound port: one stream to the client, with its header."""
+        peer = format_address(address)
+        try:
+            stream = session.open_stream()
+        except OSError as exc:
+            log.warning("cannot open a stream for %s: %s", peer, exc)
+            return
+        try:
+            stream.sendall(relay.Response(relay.OK, addrs=(peer,)).encode())
+            pipe(conn, stream)
+        except OSError:
+            pass
+        finally:
+            stream.close()

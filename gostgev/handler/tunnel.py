@@ -1,0 +1,382 @@
+"""The tunnel server: handler ``tunnel``, its entrypoints, ingress and pool.
+
+::
+
+    tunnel port (this service)              entrypoint(s) (metadata entrypoint/entrypoints)
+    handle(): read one relay request        Entrypoint.handle(): sniff within headerTimeout
+    ├── BIND     -> register the connection   ├── HTTP Host / TLS SNI -> ingress rule -> tunnel
+    │              as a mux session (we are   ├── relay CONNECT (first byte 0x01) -> as a visitor
+    │              smux client) in the        └── anything else: closed
+    │              TunnelRegistry                     │
+    └── CONNECT  -> visitor: ingress check ──────────┴──> registry.open_stream(tunnel)
+                                                          stream header (src, dst) + replayed bytes
+                                                          pipe()
+
+Routing stays with the server: the entrypoint only reaches tunnels that an
+ingress rule names, and a visitor must present the tunnel ID the ingress
+assigns to the host it asks for (unless ``tunnel.direct``).  Private (``$``)
+rules are reachable by visitors only.  GOST's entrypoint relay branch skips
+every check; here it gets the visitor checks and the handler's auth.
+"""
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import gevent
+
+from gostgev.addr import host_without_port, parse_addr, split_host_port
+from gostgev.auth import authorized
+from gostgev.codec import relay
+from gostgev.codec.http import simple_response
+from gostgev.codec.sniff import HTTP, RELAY, TLS
+from gostgev.config.model import IngressConfig
+from gostgev.errors import ProtocolError
+from gostgev.handler import HANDLERS, Handler
+from gostgev.ingress import Ingress, Rule, parse_endpoint, parse_rule_host
+from gostgev.listener import format_address, listen_tcp, serve_tcp
+from gostgev.netio.close import close_gently
+from gostgev.netio.mux import MuxConfig, MuxSession, SessionClosed
+from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, read_head, sniff, with_prefix
+from gostgev.netio.pipe import pipe
+from gostgev.tunnel import NoConnector, TunnelRegistry
+
+__all__ = ["TunnelHandler", "TunnelOptions"]
+
+#: default deadline for a relay request on the tunnel port and for the
+#: request head on an entrypoint; GOST has none on either
+DEFAULT_HEADER_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelOptions:
+    ingress: IngressConfig | None        #: rules for the entrypoint and visitors
+    entrypoints: tuple                   #: (Addr, IngressConfig | None) pairs
+    entrypoint_id: relay.TunnelID | None  #: visitors with this ID are external entrypoints
+    direct: bool                         #: visitors reach the tunnel they name, ingress ignored
+    read_timeout: float                  #: deadline for the relay request on the tunnel port
+    header_timeout: float                #: deadline for the request head on entrypoints
+    mux: MuxConfig
+    auth: object                         #: AuthConfig | None
+
+
+def _inline_rules(text):
+    """GOST's ``tunnel: host1:uuid1,host2:uuid2`` quick rules."""
+    rules = []
+    for item in (part.strip() for part in text.split(",")):
+        if item:
+            host, sep, endpoint = item.partition(":")
+            if not sep:
+                raise ValueError("tunnel: %r is not host:uuid" % item)
+            rules.append(Rule(parse_rule_host(host), parse_endpoint(endpoint)))
+    return IngressConfig(name="tunnel", rules=tuple(rules))
+
+
+def _ingress_named(name, context, key):
+    if name not in context.ingresses:
+        raise ValueError("%s: no ingress named %r in ingresses" % (key, name))
+    return context.ingresses[name]
+
+
+@HANDLERS.register("tunnel")
+class TunnelHandler(Handler):
+    @classmethod
+    def parse_options(cls, md, context):
+        ingress = None
+        if md.str("ingress"):
+            ingress = _ingress_named(md.str("ingress"), context, "ingress")
+        elif md.str("tunnel"):
+            ingress = _inline_rules(md.str("tunnel"))
+        entrypoints = []
+        if md.str("entrypoint"):
+            entrypoints.append((parse_addr(md.str("entrypoint")), ingress))
+        for i, item in enumerate(md.raw("entrypoints") or []):
+            item = item if isinstance(item, dict) else {"addr": item}
+            item = {str(k).lower(): v for k, v in item.items()}
+            try:
+                addr = parse_addr(str(item.get("addr") or ""))
+            except ValueError as exc:
+                raise ValueError("entrypoints[%d].addr: %s" % (i, exc)) from None
+            name = item.get("ingress")
+            entrypoints.append((addr, _ingress_named(name, context, "entrypoints[%d].ingress" % i)
+                                if name else ingress))
+        entrypoint_id = md.str("entrypoint.id")
+        return TunnelOptions(
+            ingress=ingress, entrypoints=tuple(entrypoints),
+            entrypoint_id=relay.TunnelID.parse(entrypoint_id) if entrypoint_id else None,
+            direct=md.bool("tunnel.direct"),
+            read_timeout=md.duration("readtimeout") or DEFAULT_HEADER_TIMEOUT,
+            header_timeout=md.duration("entrypoint.headertimeout") or DEFAULT_HEADER_TIMEOUT,
+            mux=MuxConfig.from_metadata(md), auth=context.auth)
+
+    def __init__(self, service_config, log):
+        super().__init__(service_config, log)
+        self.registry = TunnelRegistry()
+        opts = self.options
+        self.ingress = Ingress(opts.ingress.name, opts.ingress.rules) if opts.ingress else None
+        self.entrypoints = [Entrypoint(self, addr, self._ingress_for(cfg)) for addr, cfg in opts.entrypoints]
+
+    def _ingress_for(self, config):
+        if config is None:
+            return None
+        if self.ingress is not None and config.name == self.ingress.name:
+            return self.ingress   # shared, so run-time rule changes reach both
+        return Ingress(config.name, config.rules)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self, service):
+        started = []
+        try:
+            for entrypoint in self.entrypoints:
+                entrypoint.start()
+                started.append(entrypoint)
+        except OSError as exc:
+            for entrypoint in started:
+                entrypoint.stop(0)
+            exc.where = "entrypoint %s" % entrypoint.addr
+            raise
+
+    def close(self):
+        for entrypoint in self.entrypoints:
+            entrypoint.close()
+
+    def stop(self, timeout=None):
+        gevent.joinall([gevent.spawn(ep.stop, timeout) for ep in self.entrypoints])
+        for tunnel in self.registry.tunnels():
+            for connector in list(tunnel.connectors):
+                connector.session.close()
+
+    # -- the tunnel port ------------------------------------------------------------
+
+    def handle(self, conn, address, target=None):
+        log = self.log.bind(remote=format_address(address))
+        try:
+            with gevent.Timeout(self.options.read_timeout, PeerClosed):
+                (request, used), data = read_head(conn, relay.parse_request)
+        except (PeerClosed, OSError):
+            log.debug("no relay request, closing")
+            return
+        except ProtocolError as exc:
+            log.warning("bad relay request, closing: %s", exc)
+            return
+        tunnel_id = request.tunnel_id
+        if tunnel_id is None or tunnel_id.is_zero:
+            log.warning("relay request without a tunnel ID")
+            _reply(conn, relay.BAD_REQUEST)
+        elif not self.authorized(request):
+            log.warning("unauthorized", fields={"user": request.username})
+            _reply(conn, relay.UNAUTHORIZED)
+        elif request.cmd == relay.BIND:
+            self._bind(conn, address, request, data[used:], log)
+        elif request.cmd == relay.CONNECT:
+            self.visit(conn, address, request, data[used:], self.ingress, log)
+        else:
+            log.warning("unsupported relay command %d", request.cmd)
+            _reply(conn, relay.BAD_REQUEST)
+
+    def authorized(self, request):
+        return authorized(self.options.auth, request.username, request.password)
+
+    def _bind(self, conn, address, request, leftover, log):
+        tunnel_id = request.tunnel_id
+        udp = request.network == "udp"
+        dst = request.addrs[1] if len(request.addrs) > 1 else ":0"
+        host, port = split_host_port(dst)
+        connector_id = relay.TunnelID(uuid.uuid4().bytes, 0x01 if udp else 0, tunnel_id.weight)
+        public = "%s:%s" % (self._public_name(host, tunnel_id), port or "0")
+        conn.sendall(relay.Response(relay.OK, addrs=(public,), tunnel_id=connector_id).encode())
+        session = MuxSession(with_prefix(conn, leftover), self.options.mux, client=True,
+                             name="tunnel %s" % tunnel_id.text)
+        connector = ServerConnector(connector_id, tunnel_id, session, format_address(address), udp)
+        self.registry.add(tunnel_id, connector)
+        session.link_closed(lambda _session: self.registry.remove(tunnel_id, connector))
+        log = log.bind(tunnel=tunnel_id.text, connector=connector_id.text)
+        log.info("tunnel connection registered", fields={"weight": tunnel_id.weight or 1,
+                                                          "network": "udp" if udp else "tcp"})
+        try:
+            while True:
+                # The client never opens streams; any it does is refused.
+                stream = session.accept_stream()
+                if stream is not None:
+                    stream.close()
+        except SessionClosed:
+            pass
+        finally:
+            session.close()
+            self.registry.remove(tunnel_id, connector)
+        log.info("tunnel connection closed: %s", session.close_reason or "closed",
+                 fields={"duration": "%.0fs" % (time.monotonic() - connector.since)})
+
+    def _public_name(self, host, tunnel_id):
+        """The name reported to a binding client (GOST's endpoint rules)."""
+        if host in ("", "0.0.0.0", "::") or self.ingress is None:
+            return tunnel_id.endpoint_name()
+        rule = self.ingress.lookup(host)
+        if rule is not None and rule.endpoint.key != tunnel_id.key:
+            return tunnel_id.endpoint_name()   # someone else's name: not for this client
+        return host
+
+    def visit(self, conn, address, request, leftover, ingress, log):
+        """CONNECT with a tunnel ID: a visitor, or an external entrypoint."""
+        src = request.addrs[0] if len(request.addrs) > 1 else format_address(address)
+        dst = request.addrs[-1] if request.addrs else ""
+        host = host_without_port(dst)
+        rule = ingress.lookup(host) if ingress is not None and host else None
+        tunnel_id = rule.endpoint if rule else None
+        log = log.bind(host=host or None)
+        entrypoint_id = self.options.entrypoint_id
+        if entrypoint_id is not None and request.tunnel_id.key == entrypoint_id.key:
+            if tunnel_id is None:
+                log.warning("no ingress rule for host")
+                return _reply(conn, relay.NETWORK_UNREACHABLE)
+            if tunnel_id.private:
+                log.warning("host is routed to a private tunnel")
+                return _reply(conn, relay.HOST_UNREACHABLE)
+        else:
+            if self.options.direct:
+                tunnel_id = request.tunnel_id
+            if tunnel_id is None or tunnel_id.key != request.tunnel_id.key:
+                log.warning("visitor's tunnel ID does not own the host", fields={"tunnel": request.tunnel_id.text})
+                return _reply(conn, relay.HOST_UNREACHABLE)
+        log = log.bind(tunnel=tunnel_id.text)
+        try:
+            stream, connector = self.registry.open_stream(tunnel_id, request.network or "tcp")
+        except NoConnector as exc:
+            log.warning("%s", exc)
+            return _reply(conn, relay.SERVICE_UNAVAILABLE)
+        _reply(conn, relay.OK)
+        self.relay_stream(conn, stream, connector, src, dst, leftover, log)
+
+    def relay_stream(self, conn, stream, connector, src, dst, data, log):
+        """Write the stream header and ``data``, then pipe; log one line."""
+        started = time.monotonic()
+        up = down = 0
+        error = None
+        try:
+            stream.sendall(relay.Response(relay.OK, addrs=(src, dst)).encode() + data)
+            up, down = pipe(conn, stream)
+        except OSError as exc:
+            error = exc.strerror or str(exc)
+        finally:
+            stream.close()
+        log.info("connection closed", fields={
+            "connector": connector.id.text, "inputBytes": len(data) + up, "outputBytes": down,
+            "duration": "%.3fs" % (time.monotonic() - started), "error": error})
+
+
+def _reply(conn, status):
+    try:
+        conn.sendall(relay.Response(status).encode())
+    except OSError:
+        pass
+
+
+class ServerConnector:
+    """One registered client connection, as the registry sees it."""
+
+    __slots__ = ("id", "tunnel_id", "session", "remote", "udp", "weight", "since")
+
+    def __init__(self, connector_id, tunnel_id, session, remote, udp):
+        self.id = connector_id
+        self.tunnel_id = tunnel_id
+        self.session = session
+        self.remote = remote
+        self.udp = udp
+        self.weight = tunnel_id.weight
+        self.since = time.monotonic()
+
+    @property
+    def closed(self):
+        return self.session.closed
+
+    def open_stream(self):
+        return self.session.open_stream()
+
+
+class Entrypoint:
+    """A public listener of the tunnel handler: sniff, route by ingress, open a stream."""
+
+    def __init__(self, handler, addr, ingress):
+        self.handler = handler
+        self.addr = addr
+        self.ingress = ingress
+        self.log = handler.log.bind(entrypoint=str(addr))
+        self.server = None
+
+    def start(self):
+        self.server = serve_tcp(listen_tcp(self.addr), self.handle)
+        self.log.info("entrypoint listening on %s", format_address(self.server.address))
+
+    @property
+    def address(self):
+        return self.server.address if self.server else None
+
+    def close(self):
+        if self.server is not None:
+            self.server.close()
+
+    def stop(self, timeout=None):
+        if self.server is not None:
+            self.server.stop(timeout=timeout)
+
+    def handle(self, conn, address):
+        client = format_address(address)
+        log = self.log.bind(remote=client)
+        timeout = self.handler.options.header_timeout
+        try:
+            sniffed = sniff(conn, timeout)
+            if sniffed.protocol == RELAY:
+                with gevent.Timeout(timeout, SniffTimeout):
+                    (request, used), data = read_head(conn, relay.parse_request, sniffed.data)
+        except SniffTimeout:
+            log.info("no complete request head within %gs, closing", timeout)
+            return
+        except MalformedHead as exc:
+            log.warning("%s", exc)
+            if exc.protocol == HTTP:
+                close_gently(conn, simple_response(400, "gostgev: bad request"))
+            return
+        except (PeerClosed, ProtocolError, OSError) as exc:
+            log.debug("closed before routing: %s", exc or "peer closed")
+            return
+        if sniffed.protocol == RELAY:
+            return self._relay(conn, address, request, data[used:], log)
+        if sniffed.protocol not in (HTTP, TLS):
+            log.warning("neither HTTP, TLS nor relay, closing")
+            return
+        self._route(conn, client, sniffed, log)
+
+    def _relay(self, conn, address, request, leftover, log):
+        handler = self.handler
+        if request.tunnel_id is None or request.tunnel_id.is_zero or request.cmd != relay.CONNECT:
+            return _reply(conn, relay.BAD_REQUEST)
+        if not handler.authorized(request):
+            log.warning("unauthorized", fields={"user": request.username})
+            return _reply(conn, relay.UNAUTHORIZED)
+        handler.visit(conn, address, request, leftover, self.ingress, log)
+
+    def _route(self, conn, client, sniffed, log):
+        host = sniffed.host
+        log = log.bind(host=host, protocol=sniffed.protocol)
+        rule = self.ingress.lookup(host) if self.ingress is not None and host else None
+        if rule is None or rule.endpoint.private:
+            return self._refuse(conn, sniffed, 502, "no tunnel for host %s" % (host or "(none)"), log)
+        tunnel_id = rule.endpoint
+        log = log.bind(tunnel=tunnel_id.text)
+        try:
+            stream, connector = self.handler.registry.open_stream(tunnel_id)
+        except NoConnector as exc:
+            return self._refuse(conn, sniffed, 503, "no live tunnel connection for host %s" % host, log,
+                                detail=str(exc))
+        if sniffed.protocol == TLS:
+            dst = "%s:443" % host
+        else:
+            _, port = split_host_port(sniffed.head.header("host") or "")
+            dst = "%s:%s" % (host, port if port.isdigit() else "80")
+        self.handler.relay_stream(conn, stream, connector, client, dst, sniffed.data, log)
+
+    def _refuse(self, conn, sniffed, status, message, log, detail=None):
+        log.warning("%s", detail or message)
+        if sniffed.protocol == HTTP:
+            close_gently(conn, simple_response(status, "gostgev: " + message))

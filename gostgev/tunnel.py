@@ -1,0 +1,121 @@
+"""The tunnel registry: live client connections, pooled by tunnel ID.
+
+::
+
+    TunnelRegistry ─┬─ Tunnel 4d21094e-… ─┬─ connector (one client connection = one mux session)
+                    │                     └─ connector
+                    └─ Tunnel ac74d9dd-… ─── connector
+
+No I/O here: a connector is anything with ``closed``, ``weight``, ``udp``
+and ``open_stream()``, so the registry is tested with fakes.
+
+Selection is **smooth weighted round-robin** (nginx's algorithm): with equal
+weights it is plain round-robin, with weights 3:1 the pattern is a a b a,
+never a a a b.  GOST picks by weighted random, which gives uneven runs on
+small request counts.  As in GOST, weight 0 counts as 1, and if any live
+connector has weight 255, only weight-255 connectors are used ("exclusive").
+With several connectors, only those bound for the request's network (TCP or
+UDP) qualify; GOST skips that check when the tunnel has one connector, which
+hands UDP requests to TCP-bound clients, and that quirk is not kept.
+
+Closed connectors are skipped and pruned on every selection and whenever a
+session reports its own death, so a dead client stops receiving traffic at
+once rather than at the next sweep.
+"""
+
+__all__ = ["Tunnel", "TunnelRegistry", "NoConnector", "EXCLUSIVE_WEIGHT", "OPEN_ATTEMPTS"]
+
+#: a connector with this weight takes all traffic while it lives
+EXCLUSIVE_WEIGHT = 255
+#: connectors tried per request before giving up (GOST also tries 3)
+OPEN_ATTEMPTS = 3
+
+
+class NoConnector(LookupError):
+    """The tunnel has no live connection able to carry the request."""
+
+
+class Tunnel:
+    def __init__(self, tunnel_id):
+        self.id = tunnel_id
+        self.connectors = []
+        self._current = {}   # connector -> smooth-WRR running weight
+
+    def add(self, connector):
+        self.connectors.append(connector)
+
+    def remove(self, connector):
+        if connector in self.connectors:
+            self.connectors.remove(connector)
+        self._current.pop(connector, None)
+
+    def prune(self):
+        for connector in [c for c in self.connectors if c.closed]:
+            self.remove(connector)
+
+    def pick(self, network="tcp"):
+        """The next connector for a request, or None."""
+        self.prune()
+        udp = network == "udp"
+        candidates = [c for c in self.connectors if c.udp == udp]
+        if any(c.weight == EXCLUSIVE_WEIGHT for c in candidates):
+            candidates = [c for c in candidates if c.weight == EXCLUSIVE_WEIGHT]
+        if not candidates:
+            return None
+        if len(candidates) == 1:
+            return candidates[0]
+        total = 0
+        best = None
+        for connector in candidates:
+            weight = connector.weight or 1
+            total += weight
+            current = self._current.get(connector, 0) + weight
+            self._current[connector] = current
+            if best is None or current > self._current[best]:
+                best = connector
+        self._current[best] -= total
+        return best
+
+
+class TunnelRegistry:
+    def __init__(self):
+        self._tunnels = {}
+
+    def add(self, tunnel_id, connector):
+        tunnel = self._tunnels.get(tunnel_id.key)
+        if tunnel is None:
+            tunnel = self._tunnels[tunnel_id.key] = Tunnel(tunnel_id)
+        tunnel.add(connector)
+
+    def remove(self, tunnel_id, connector):
+        tunnel = self._tunnels.get(tunnel_id.key)
+        if tunnel is not None:
+            tunnel.remove(connector)
+            if not tunnel.connectors:
+                del self._tunnels[tunnel_id.key]
+
+    def get(self, tunnel_id):
+        return self._tunnels.get(tunnel_id.key)
+
+    def tunnels(self):
+        return list(self._tunnels.values())
+
+    def open_stream(self, tunnel_id, network="tcp"):
+        """Open a stream on a live connection of the tunnel; ``(stream, connector)``.
+
+        Raises :class:`NoConnector` when no connection could open one.
+        """
+        tunnel = self._tunnels.get(tunnel_id.key)
+        last_error = None
+        for _ in range(OPEN_ATTEMPTS):
+            connector = tunnel.pick(network) if tunnel is not None else None
+            if connector is None:
+                break
+            try:
+                return connector.open_stream(), connector
+            except OSError as exc:
+                last_error = exc
+        if tunnel is not None and not tunnel.connectors:
+            del self._tunnels[tunnel_id.key]
+        raise NoConnector("tunnel %s has no usable connection%s"
+                          % (tunnel_id.text, " (%s)" % last_error if last_error else ""))
