@@ -233,3 +233,41 @@ def test_relay_bind_remote_port_forwarding(start_services, backend, run_services
             return None
 
     assert wait_until(lambda: roundtrip() == b"pingbye", 10)
+
+
+def test_relay_connect_dials_the_target(start_services, backend):
+    echo = backend(echo_then_bye)
+    server = start_services({"services": [{"name": "relay", "addr": "127.0.0.1:0",
+                                           "handler": {"type": "relay"}}]})["relay"]
+    with connect(server.address[1]) as sock:
+        # Request and first payload in one segment, as GOST's relay connector sends them.
+        sock.sendall(relay.Request(cmd=relay.CONNECT, addrs=(echo.addr,)).encode() + b"early")
+        sock.shutdown(1)
+        assert recv_all(sock) == relay.Response(relay.OK).encode() + b"earlybye"
+    with connect(server.address[1]) as sock:
+        sock.sendall(relay.Request(cmd=relay.BIND, addrs=("127.0.0.1:0",), network="tcp").encode())
+        assert recv_all(sock) == relay.Response(relay.FORBIDDEN).encode()   # bind not enabled
+
+
+def test_extra_entrypoints_with_their_own_ingress(start_services, sites):
+    raw = server_config([("srv-0.local", TUNNEL_A)],
+                        entrypoints=[{"addr": "127.0.0.1:0", "ingress": "ingress-1"}])
+    raw["ingresses"].append({"name": "ingress-1", "rules": [{"hostname": "alias.local", "endpoint": TUNNEL_A}]})
+    server = start_services(raw)["server"]
+    start_services(client_config("c", server.address[1], TUNNEL_A, [{"name": "n", "addr": sites["srv-0"].addr}]))
+    main_ep, extra_ep = (ep.address[1] for ep in server.handler.entrypoints)
+    assert wait_until(lambda: http_get(main_ep, "srv-0.local") == (200, b"srv-0"), 10)
+    assert http_get(extra_ep, "alias.local") == (200, b"srv-0")
+    assert http_get(extra_ep, "srv-0.local")[0] == 502          # not in that entrypoint's ingress
+    assert http_get(main_ep, "alias.local")[0] == 502
+
+
+def test_inline_tunnel_rules_from_the_command_line_form(start_services, sites):
+    server = start_services({"services": [{
+        "name": "server", "addr": "127.0.0.1:0",
+        "handler": {"type": "tunnel", "metadata": {
+            "entrypoint": "127.0.0.1:0", "tunnel": "srv-0.local:%s,*.w.local:%s" % (TUNNEL_A, TUNNEL_A)}}}]})["server"]
+    start_services(client_config("c", server.address[1], TUNNEL_A, [{"name": "n", "addr": sites["srv-0"].addr}]))
+    entrypoint = server.handler.entrypoints[0].address[1]
+    assert wait_until(lambda: http_get(entrypoint, "srv-0.local") == (200, b"srv-0"), 10)
+    assert http_get(entrypoint, "x.w.local") == (200, b"srv-0")
