@@ -271,3 +271,24 @@ def test_inline_tunnel_rules_from_the_command_line_form(start_services, sites):
     entrypoint = server.handler.entrypoints[0].address[1]
     assert wait_until(lambda: http_get(entrypoint, "srv-0.local") == (200, b"srv-0"), 10)
     assert http_get(entrypoint, "x.w.local") == (200, b"srv-0")
+
+
+def test_entrypoint_cuts_a_silent_visitor(start_services):
+    import time
+
+    dep = Deployment(start_services, [("srv-0.local", TUNNEL_A)], **{"entrypoint.headerTimeout": "0.3s"})
+    with connect(dep.entrypoint) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\n")          # never finishes the head
+        assert recv_all(sock) == b""
+        assert 0.25 <= time.monotonic() - started < 3
+
+
+def test_silent_tunnel_port_client_is_cut_by_read_timeout(start_services):
+    import time
+
+    dep = Deployment(start_services, [("srv-0.local", TUNNEL_A)], readTimeout="0.3s")
+    with connect(dep.port) as sock:
+        started = time.monotonic()
+        assert recv_all(sock) == b""
+        assert 0.25 <= time.monotonic() - started < 3

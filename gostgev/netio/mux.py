@@ -21,8 +21,8 @@ our FIN (``shutdown(SHUT_WR)``) the stream stays readable, and after the
 peer's FIN our writes still go out, because a gostgev peer keeps reading
 after its own FIN (a Go peer just drops them).  So ``sendall`` raises
 BrokenPipeError only once we sent FIN or the stream or session is closed.
-A writer whose peer closed completely waits, once the peer's window is
-spent, for its own timeout, shutdown() or close().
+A writer whose peer sent FIN and then spent the window waits at most
+``HALF_CLOSED_WINDOW_WAIT`` for more, then gets BrokenPipeError.
 
 Teardown.  EOF, a socket error, a bad frame or a keepalive timeout closes
 the session: recv raises ConnectionResetError (unread data is dropped),
@@ -53,6 +53,8 @@ RECV_SIZE = 256 * 1024
 #: most payload bytes one sendall writes per turn of the write lock, so
 #: other streams and window updates get a turn during a bulk transfer
 WRITE_BATCH = 256 * 1024
+#: seconds a writer waits for window after the peer's FIN before giving up
+HALF_CLOSED_WINDOW_WAIT = 10.0
 #: FINs the reader may queue (refusals, resets) before dropping more; only
 #: a peer flooding SYNs while not reading our side could reach it
 MAX_PENDING_CONTROL = 1024
@@ -426,7 +428,14 @@ class MuxStream:
                 window = swin.available()
                 if window <= 0:
                     self._writable.clear()
-                    if not self._writable.wait(_remaining(deadline)):
+                    wait = _remaining(deadline)
+                    if self._fin_received:
+                        # A Go peer that sent FIN drops our data and never
+                        # opens its window again; a gostgev peer still reads.
+                        wait = HALF_CLOSED_WINDOW_WAIT if wait is None else min(wait, HALF_CLOSED_WINDOW_WAIT)
+                    if not self._writable.wait(wait):
+                        if self._fin_received:
+                            raise BrokenPipeError(errno.EPIPE, "peer closed the stream and stopped reading")
                         raise TimeoutError("timed out")
                     continue
                 n = min(n, window)      # exactly up to the window, as smux does

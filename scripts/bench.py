@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Side-by-side loopback benchmark: nginx direct, HAProxy, gostgev forwarder, gostgev tunnel.
+
+    python3 scripts/bench.py [--quick] [--write BENCHMARKS.md]
+
+Needs Debian's nginx, haproxy, wrk and curl:
+    apt-get install -y nginx-light haproxy wrk curl
+The script starts its own nginx (backend) and HAProxy (peer, TCP mode) on
+free loopback ports with configs in a temporary directory; nothing system-wide
+is touched.  gostgev runs from this checkout (``python3 -m gostgev``).
+
+Paths
+  direct    wrk/curl -> nginx
+  haproxy   -> haproxy (mode tcp) -> nginx
+  forwarder -> gostgev tcp handler with sniffing -> nginx
+  tunnel    -> gostgev entrypoint -> tunnel server ══ tunnel client -> nginx
+              (server and client are separate processes, as deployed)
+
+Figures, per path
+  bulk MB/s       one download of --bulk-mib MiB with curl (size checked)
+  keep-alive r/s  wrk, 32 connections, 1 KiB file
+  new-conn r/s    wrk, 32 connections, "Connection: close"
+  KiB/conn        RSS growth of the proxy process(es) with --idle idle
+                  keep-alive connections open through them
+
+Ratios are against HAProxy measured in the same run: the machines are noisy.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST = "bench.local"
+TUNNEL_ID = "0b5b7e0e-4c59-4f43-9d3f-6a0c5e2d7b11"
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 9000; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {dir}/www;
+    }}
+}}
+"""
+
+HAPROXY_CONF = """
+global
+    maxconn 9000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+    server nginx 127.0.0.1:{backend}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port, timeout=15.0):
+    """Wait until a request with our Host gets a 200 (tunnels connect asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.sendall(b"GET /1k HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % HOST.encode())
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("port %d never answered 200" % port)
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        with open("/proc/%d/status" % pid) as fh:
+            total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    return total
+
+
+def bulk(port, size):
+    out = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download} %{speed_download}", "-H", "Host: " + HOST,
+         "http://127.0.0.1:%d/big" % port], capture_output=True, text=True, timeout=600, check=True).stdout
+    got, speed = out.split()
+    if int(float(got)) != size:
+        raise RuntimeError("bulk download got %s bytes, expected %d" % (got, size))
+    return float(speed) / 1e6
+
+
+def wrk(port, seconds, close=False):
+    cmd = ["wrk", "-t2", "-c32", "-d%ds" % seconds, "-H", "Host: " + HOST]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = subprocess.run(cmd + ["http://127.0.0.1:%d/1k" % port], capture_output=True, text=True,
+                         timeout=seconds + 60, check=True).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError("wrk saw %s failed responses on port %d" % (errors.group(1), port))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def idle_cost(port, pids, count):
+    socks = []
+    before = rss_kib(pids)
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"GET /1k HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST.encode())
+            socks.append(sock)
+        for sock in socks:
+            sock.settimeout(30)
+            data = b""
+            while len(data) < 1024:   # response head + 1 KiB body, then the connection idles
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError("idle connection closed early")
+                data += chunk
+        time.sleep(1.0)
+        return (rss_kib(pids) - before) / count
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+class Procs:
+    def __init__(self):
+        self.procs = []
+
+    def start(self, cmd, **kwargs):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def gostgev(*args):
+    return [sys.executable, "-m", "gostgev", "--log-level", "error", *args]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes and short runs (under a minute)")
+    parser.add_argument("--write", metavar="FILE", help="append the results to this Markdown file")
+    args = parser.parse_args()
+    for tool in ("nginx", "haproxy", "wrk", "curl"):
+        if not shutil.which(tool) and not os.path.exists("/usr/sbin/" + tool):
+            sys.exit("%s not found: apt-get install -y nginx-light haproxy wrk curl" % tool)
+    bulk_mib, seconds, idle = (64, 3, 500) if args.quick else (256, 10, 2000)
+    size = bulk_mib << 20
+    procs = Procs()
+    with tempfile.TemporaryDirectory(prefix="gostgev-bench-") as tmp:
+        os.chmod(tmp, 0o755)   # nginx workers drop root and must read the files
+        os.makedirs(os.path.join(tmp, "www"))
+        with open(os.path.join(tmp, "www", "1k"), "wb") as fh:
+            fh.write(os.urandom(1024))
+        with open(os.path.join(tmp, "www", "big"), "wb") as fh:
+            fh.truncate(size)
+        ports = {name: free_port() for name in ("nginx", "haproxy", "forwarder", "tunnel", "entrypoint")}
+        try:
+            with open(os.path.join(tmp, "nginx.conf"), "w") as fh:
+                fh.write(NGINX_CONF.format(dir=tmp, port=ports["nginx"]))
+            with open(os.path.join(tmp, "haproxy.cfg"), "w") as fh:
+                fh.write(HAPROXY_CONF.format(port=ports["haproxy"], backend=ports["nginx"]))
+            procs.start([shutil.which("nginx") or "/usr/sbin/nginx", "-c", os.path.join(tmp, "nginx.conf"),
+                         "-p", tmp])
+            haproxy = procs.start([shutil.which("haproxy") or "/usr/sbin/haproxy", "-f",
+                                   os.path.join(tmp, "haproxy.cfg")])
+            backend = "127.0.0.1:%d" % ports["nginx"]
+            forwarder = procs.start(gostgev("-L", "tcp://127.0.0.1:%d/%s?sniffing=true" % (ports["forwarder"], backend)))
+            server = procs.start(gostgev("-L", "tunnel://127.0.0.1:%d?entrypoint=127.0.0.1:%d&tunnel=%s:%s" % (
+                ports["tunnel"], ports["entrypoint"], HOST, TUNNEL_ID)))
+            client = procs.start(gostgev("-L", "rtcp://:0/%s" % backend,
+                                         "-F", "tunnel://127.0.0.1:%d?tunnel.id=%s" % (ports["tunnel"], TUNNEL_ID)))
+            paths = [("direct", ports["nginx"], []), ("haproxy", ports["haproxy"], [haproxy.pid]),
+                     ("forwarder", ports["forwarder"], [forwarder.pid]),
+                     ("tunnel", ports["entrypoint"], [server.pid, client.pid])]
+            for name, port, _ in paths:
+                wait_http(port)
+            rows = []
+            for name, port, pids in paths:
+                row = {"path": name, "bulk": bulk(port, size), "keepalive": wrk(port, seconds),
+                       "newconn": wrk(port, seconds, close=True),
+                       "idle": idle_cost(port, pids, idle) if pids else None}
+                rows.append(row)
+                print("measured %-9s %s" % (name, row), flush=True)
+        finally:
+            procs.stop()
+    report(rows, args, bulk_mib, seconds, idle)
+
+
+def report(rows, args, bulk_mib, seconds, idle):
+    base = next(r for r in rows if r["path"] == "haproxy")
+    lines = ["| path | bulk MB/s | × HAProxy | keep-alive r/s | × HAProxy | new-conn r/s | × HAProxy | KiB per idle conn |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append("| %s | %.0f | %.2f | %.0f | %.2f | %.0f | %.2f | %s |" % (
+            r["path"], r["bulk"], r["bulk"] / base["bulk"], r["keepalive"], r["keepalive"] / base["keepalive"],
+            r["newconn"], r["newconn"] / base["newconn"], "%.1f" % r["idle"] if r["idle"] is not None else "–"))
+    header = ("%s, %s, %d cores, Python %s%s: %d MiB download (curl), wrk -t2 -c32 -d%ds on a 1 KiB file, "
+              "%d idle keep-alive connections; tunnel KiB counts server and client processes."
+              % (datetime.date.today().isoformat(), platform.machine(), os.cpu_count(), platform.python_version(),
+                 " (--quick)" if args.quick else "", bulk_mib, seconds, idle))
+    table = "\n".join(lines)
+    print()
+    print(header)
+    print(table)
+    if args.write:
+        with open(args.write, "a", encoding="utf-8") as fh:
+            fh.write("\n### Paths side by side (`scripts/bench.py%s`)\n\n%s\n\n%s\n"
+                     % (" --quick" if args.quick else "", header, table))
+
+
+if __name__ == "__main__":
+    main()
