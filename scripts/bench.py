@@ -210,7 +210,8 @@ def main():
             haproxy = procs.start([shutil.which("haproxy") or "/usr/sbin/haproxy", "-f",
                                    os.path.join(tmp, "haproxy.cfg")])
             backend = "127.0.0.1:%d" % ports["nginx"]
-            forwarder = procs.start(gostgev("-L", "tcp://127.0.0.1:%d/%s?sniffing=true" % (ports["forwarder"], backend)))
+            forwarder = procs.start(gostgev("-L", "tcp://127.0.0.1:%d/%s?sniffing=true"
+                                            % (ports["forwarder"], backend)))
             server = procs.start(gostgev("-L", "tunnel://127.0.0.1:%d?entrypoint=127.0.0.1:%d&tunnel=%s:%s" % (
                 ports["tunnel"], ports["entrypoint"], HOST, TUNNEL_ID)))
             client = procs.start(gostgev("-L", "rtcp://:0/%s" % backend,
@@ -218,7 +219,7 @@ def main():
             paths = [("direct", ports["nginx"], []), ("haproxy", ports["haproxy"], [haproxy.pid]),
                      ("forwarder", ports["forwarder"], [forwarder.pid]),
                      ("tunnel", ports["entrypoint"], [server.pid, client.pid])]
-            for name, port, _ in paths:
+            for _, port, _ in paths:
                 wait_http(port)
             rows = []
             for name, port, pids in paths:
@@ -234,8 +235,8 @@ def main():
 
 def report(rows, args, bulk_mib, seconds, idle):
     base = next(r for r in rows if r["path"] == "haproxy")
-    lines = ["| path | bulk MB/s | × HAProxy | keep-alive r/s | × HAProxy | new-conn r/s | × HAProxy | KiB per idle conn |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| path | bulk MB/s | × HAProxy | keep-alive r/s | × HAProxy | new-conn r/s | × HAProxy "
+             "| KiB per idle conn |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append("| %s | %.0f | %.2f | %.0f | %.2f | %.0f | %.2f | %s |" % (
             r["path"], r["bulk"], r["bulk"] / base["bulk"], r["keepalive"], r["keepalive"] / base["keepalive"],
