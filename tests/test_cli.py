@@ -133,3 +133,12 @@ def test_demo_serves_then_stops_cleanly_on_sigterm(tmp_path):
     assert "listening on 127.0.0.1:%d" % ports["8080"] in stderr
     assert "host=a.example.com" in stderr and "node=site-a" in stderr
     assert "tunnel connection registered" in stderr
+
+
+@pytest.mark.parametrize("name", ["gost.yaml", "reverse-proxy.yaml", "tunnel-server.yaml", "tunnel-client.yaml"])
+def test_shipped_configs_load_without_warnings(name):
+    from gostgev.config.load import load_file
+
+    warnings = []
+    config = load_file(os.path.join(ROOT, "etc", name), warnings)
+    assert config.services and warnings == []

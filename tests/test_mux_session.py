@@ -335,6 +335,24 @@ def test_sender_stops_at_initial_window(make):
     sender.get(timeout=2)
 
 
+def test_peer_fin_ends_a_writer_stuck_on_the_window(make, monkeypatch):
+    """A Go peer that sent FIN never reopens the window: the blocked writer gives up after the grace."""
+    import gostgev.netio.mux as mux_module
+
+    monkeypatch.setattr(mux_module, "HALF_CLOSED_WINDOW_WAIT", 0.3)
+    session, peer = make.raw(client=True)
+    stream = session.open_stream()
+    sender = gevent.spawn(stream.sendall, b"x" * (1 << 20))
+    assert peer.read().cmd == CMD_SYN
+    received = 0
+    while received < INITIAL_PEER_WINDOW:
+        received += len(peer.read().payload)
+    assert peer.read(timeout=0.2) is None and not sender.ready()
+    peer.send(CMD_FIN, 3)
+    with pytest.raises(BrokenPipeError):
+        sender.get(timeout=3)
+
+
 def test_slow_stream_does_not_stall_another(make):
     """A stream nobody reads holds only its window; its neighbour moves 8 MiB meanwhile."""
     client, server = make.pair()

@@ -245,6 +245,7 @@ class MuxSession:
         elif cmd == wire.CMD_FIN:
             stream._fin_received = True
             stream._readable.set()
+            stream._writable.set()   # a writer waiting for window must start its half-closed grace
 
     def _consumed(self, n):
         """``n`` unread bytes left a stream; let a paused v1 reader go on."""
