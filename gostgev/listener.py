@@ -41,8 +41,8 @@ STREAM_HEADER_TIMEOUT = 10.0
 class TcpListener:
     accepts_chain = False
 
-    def __init__(self, service_config, log):
-        self.addr = service_config.addr
+    def __init__(self, service_config, log, addr=None):
+        self.addr = addr or service_config.addr
         self.log = log
         self.server = None
 

@@ -22,9 +22,9 @@ from gostgev.codec import relay
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
 from gostgev.errors import ProtocolError
 from gostgev.handler import HANDLERS, Handler
-from gostgev.handler.tunnel import DEFAULT_HEADER_TIMEOUT, _reply
+from gostgev.handler.tunnel import DEFAULT_HEADER_TIMEOUT, reply
 from gostgev.listener import format_address, listen_tcp, serve_tcp
-from gostgev.netio.mux import MuxConfig, MuxSession, SessionClosed
+from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.netio.peek import PeerClosed, read_head
 from gostgev.netio.pipe import pipe
 
@@ -64,30 +64,30 @@ class RelayHandler(Handler):
         leftover = data[used:]
         if not authorized(self.options.auth, request.username, request.password):
             log.warning("unauthorized", fields={"user": request.username})
-            return _reply(conn, relay.UNAUTHORIZED)
+            return reply(conn, relay.UNAUTHORIZED)
         if not request.addrs:
-            return _reply(conn, relay.BAD_REQUEST)
+            return reply(conn, relay.BAD_REQUEST)
         if request.cmd == relay.CONNECT:
             return self._connect(conn, request, leftover, log)
         if request.cmd == relay.BIND:
             return self._bind(conn, request, log)
-        _reply(conn, relay.BAD_REQUEST)
+        reply(conn, relay.BAD_REQUEST)
 
     def _connect(self, conn, request, leftover, log):
         target = request.addrs[-1]
         log = log.bind(target=target)
         if request.network not in (None, "tcp"):
             log.warning("relay CONNECT for network %s is not supported", request.network)
-            return _reply(conn, relay.BAD_REQUEST)
+            return reply(conn, relay.BAD_REQUEST)
         try:
             addr = parse_addr(target)
             upstream = dial_tcp(addr.host, addr.port, self.options.dial_timeout)
         except (OSError, ValueError) as exc:
             log.warning("dial failed: %s", getattr(exc, "strerror", None) or exc)
-            return _reply(conn, relay.HOST_UNREACHABLE)
+            return reply(conn, relay.HOST_UNREACHABLE)
         started = time.monotonic()
         try:
-            _reply(conn, relay.OK)
+            reply(conn, relay.OK)
             if leftover:
                 upstream.sendall(leftover)
             up, down = pipe(conn, upstream)
@@ -99,15 +99,15 @@ class RelayHandler(Handler):
     def _bind(self, conn, request, log):
         if not self.options.bind:
             log.warning("BIND refused: metadata bind is not enabled")
-            return _reply(conn, relay.FORBIDDEN)
+            return reply(conn, relay.FORBIDDEN)
         if request.network not in (None, "tcp"):
-            return _reply(conn, relay.BAD_REQUEST)
+            return reply(conn, relay.BAD_REQUEST)
         try:
             addr = parse_addr(request.addrs[-1])
             sock = listen_tcp(addr)
         except (OSError, ValueError) as exc:
             log.warning("BIND %s failed: %s", request.addrs[-1], getattr(exc, "strerror", None) or exc)
-            return _reply(conn, relay.SERVICE_UNAVAILABLE)
+            return reply(conn, relay.SERVICE_UNAVAILABLE)
         bound = format_address(sock.getsockname())
         conn.sendall(relay.Response(relay.OK, addrs=(bound,)).encode())
         session = MuxSession(conn, self.options.mux, client=True, name="relay bind %s" % bound)
@@ -115,15 +115,9 @@ class RelayHandler(Handler):
         server = serve_tcp(sock, lambda c, a: self._carry(session, c, a, log))
         log.info("remote port bound")
         try:
-            while True:
-                stream = session.accept_stream()
-                if stream is not None:
-                    stream.close()
-        except SessionClosed:
-            pass
+            session.refuse_streams_until_closed()   # the client never opens streams
         finally:
             server.stop(timeout=1)
-            session.close()
         log.info("remote port released: %s", session.close_reason or "closed")
 
     def _carry(self, session, conn, address, log):

@@ -34,9 +34,9 @@ from gostgev.config.model import IngressConfig
 from gostgev.errors import ProtocolError
 from gostgev.handler import HANDLERS, Handler
 from gostgev.ingress import Ingress, Rule, parse_endpoint, parse_rule_host
-from gostgev.listener import format_address, listen_tcp, serve_tcp
+from gostgev.listener import TcpListener, format_address
 from gostgev.netio.close import close_gently
-from gostgev.netio.mux import MuxConfig, MuxSession, SessionClosed
+from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, read_head, sniff, with_prefix
 from gostgev.netio.pipe import pipe
 from gostgev.tunnel import NoConnector, TunnelRegistry
@@ -163,17 +163,17 @@ class TunnelHandler(Handler):
         tunnel_id = request.tunnel_id
         if tunnel_id is None or tunnel_id.is_zero:
             log.warning("relay request without a tunnel ID")
-            _reply(conn, relay.BAD_REQUEST)
+            reply(conn, relay.BAD_REQUEST)
         elif not self.authorized(request):
             log.warning("unauthorized", fields={"user": request.username})
-            _reply(conn, relay.UNAUTHORIZED)
+            reply(conn, relay.UNAUTHORIZED)
         elif request.cmd == relay.BIND:
             self._bind(conn, address, request, data[used:], log)
         elif request.cmd == relay.CONNECT:
             self.visit(conn, address, request, data[used:], self.ingress, log)
         else:
             log.warning("unsupported relay command %d", request.cmd)
-            _reply(conn, relay.BAD_REQUEST)
+            reply(conn, relay.BAD_REQUEST)
 
     def authorized(self, request):
         return authorized(self.options.auth, request.username, request.password)
@@ -195,15 +195,8 @@ class TunnelHandler(Handler):
         log.info("tunnel connection registered", fields={"weight": tunnel_id.weight or 1,
                                                           "network": "udp" if udp else "tcp"})
         try:
-            while True:
-                # The client never opens streams; any it does is refused.
-                stream = session.accept_stream()
-                if stream is not None:
-                    stream.close()
-        except SessionClosed:
-            pass
+            session.refuse_streams_until_closed()   # the client never opens streams
         finally:
-            session.close()
             self.registry.remove(tunnel_id, connector)
         log.info("tunnel connection closed: %s", session.close_reason or "closed",
                  fields={"duration": "%.0fs" % (time.monotonic() - connector.since)})
@@ -229,23 +222,23 @@ class TunnelHandler(Handler):
         if entrypoint_id is not None and request.tunnel_id.key == entrypoint_id.key:
             if tunnel_id is None:
                 log.warning("no ingress rule for host")
-                return _reply(conn, relay.NETWORK_UNREACHABLE)
+                return reply(conn, relay.NETWORK_UNREACHABLE)
             if tunnel_id.private:
                 log.warning("host is routed to a private tunnel")
-                return _reply(conn, relay.HOST_UNREACHABLE)
+                return reply(conn, relay.HOST_UNREACHABLE)
         else:
             if self.options.direct:
                 tunnel_id = request.tunnel_id
             if tunnel_id is None or tunnel_id.key != request.tunnel_id.key:
                 log.warning("visitor's tunnel ID does not own the host", fields={"tunnel": request.tunnel_id.text})
-                return _reply(conn, relay.HOST_UNREACHABLE)
+                return reply(conn, relay.HOST_UNREACHABLE)
         log = log.bind(tunnel=tunnel_id.text)
         try:
             stream, connector = self.registry.open_stream(tunnel_id, request.network or "tcp")
         except NoConnector as exc:
             log.warning("%s", exc)
-            return _reply(conn, relay.SERVICE_UNAVAILABLE)
-        _reply(conn, relay.OK)
+            return reply(conn, relay.SERVICE_UNAVAILABLE)
+        reply(conn, relay.OK)
         self.relay_stream(conn, stream, connector, src, dst, leftover, log)
 
     def relay_stream(self, conn, stream, connector, src, dst, data, log):
@@ -265,7 +258,7 @@ class TunnelHandler(Handler):
             "duration": "%.3fs" % (time.monotonic() - started), "error": error})
 
 
-def _reply(conn, status):
+def reply(conn, status):
     try:
         conn.sendall(relay.Response(status).encode())
     except OSError:
@@ -302,23 +295,20 @@ class Entrypoint:
         self.addr = addr
         self.ingress = ingress
         self.log = handler.log.bind(entrypoint=str(addr))
-        self.server = None
-
-    def start(self):
-        self.server = serve_tcp(listen_tcp(self.addr), self.handle)
-        self.log.info("entrypoint listening on %s", format_address(self.server.address))
+        self.listener = TcpListener(None, self.log, addr=addr)
 
     @property
     def address(self):
-        return self.server.address if self.server else None
+        return self.listener.address
+
+    def start(self):
+        self.listener.start(self.handle)
 
     def close(self):
-        if self.server is not None:
-            self.server.close()
+        self.listener.close()
 
     def stop(self, timeout=None):
-        if self.server is not None:
-            self.server.stop(timeout=timeout)
+        self.listener.stop(timeout)
 
     def handle(self, conn, address):
         client = format_address(address)
@@ -350,10 +340,10 @@ class Entrypoint:
     def _relay(self, conn, address, request, leftover, log):
         handler = self.handler
         if request.tunnel_id is None or request.tunnel_id.is_zero or request.cmd != relay.CONNECT:
-            return _reply(conn, relay.BAD_REQUEST)
+            return reply(conn, relay.BAD_REQUEST)
         if not handler.authorized(request):
             log.warning("unauthorized", fields={"user": request.username})
-            return _reply(conn, relay.UNAUTHORIZED)
+            return reply(conn, relay.UNAUTHORIZED)
         handler.visit(conn, address, request, leftover, self.ingress, log)
 
     def _route(self, conn, client, sniffed, log):

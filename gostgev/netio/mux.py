@@ -182,6 +182,19 @@ class MuxSession:
         for callback in callbacks:
             gevent.spawn(callback, self)
 
+    def refuse_streams_until_closed(self):
+        """For the side that only opens streams: close any the peer opens,
+        until the session ends; the session is closed on return."""
+        try:
+            while True:
+                stream = self.accept_stream()
+                if stream is not None:
+                    stream.close()
+        except SessionClosed:
+            pass
+        finally:
+            self.close()
+
     def wait_closed(self, timeout=None):
         return self._closed_event.wait(timeout)
 
