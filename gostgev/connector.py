@@ -37,8 +37,10 @@ class ConnectError(ConnectionError):
     def __init__(self, status, server):
         self.status = status
         self.server = server
-        name = relay.STATUS_NAMES.get(status, "status %d" % status)
-        super().__init__("%s refused the request: %s" % (server, name))
+        if status == relay.UNAUTHORIZED:
+            super().__init__("unauthorized by %s: check the connector's auth" % server)
+        else:
+            super().__init__("%s refused the request: %s" % (server, relay.STATUS_NAMES.get(status, status)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,12 @@ class TunnelConnector(_Base):
             username=self.username, password=self.password,
             addrs=(_local(conn), addr), tunnel_id=self.tunnel_id,
             network="udp" if network == "udp" else None)
-        response, leftover = exchange(conn, request)
+        try:
+            response, leftover = exchange(conn, request)
+        except ConnectError as exc:
+            if exc.status == relay.FORBIDDEN:
+                exc.args = ("tunnel %s is not registered on the server %s" % (self.tunnel_id.text, exc.server),)
+            raise
         session = MuxSession(with_prefix(conn, leftover), self.mux, client=False,
                              name="tunnel %s" % self.tunnel_id.text)
         return Bound(session, response.addrs[0] if response.addrs else "", response.tunnel_id, True)

@@ -6,11 +6,61 @@ exceptions are logged here, once, so that one bad connection never takes the
 service down.
 """
 
+from gostgev.codec.http import simple_response
+from gostgev.codec.sniff import HTTP
 from gostgev.handler import HANDLERS
+from gostgev.limits import ConnLimiter, RateLimitedLog
 from gostgev.listener import LISTENERS, format_address
 from gostgev.logsetup import get_logger
+from gostgev.netio.close import close_gently
+from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
 
-__all__ = ["Service", "ServiceError"]
+__all__ = ["Service", "ServiceError", "Gate"]
+
+#: seconds a refused connection is watched for an HTTP request, so that an
+#: HTTP client over a limit gets a 429 instead of a bare close
+REFUSAL_PROBE_SECONDS = 0.5
+
+
+class Gate:
+    """Admission and connection limits in front of a handler."""
+
+    def __init__(self, config, log):
+        self.admission = config.admission
+        self.limiter = ConnLimiter.parse(config.climits) if config.climits else None
+        self.warn = RateLimitedLog(log)
+
+    def wrap(self, handle):
+        if self.admission is None and self.limiter is None:
+            return handle
+
+        def gated(conn, address, *args):
+            ip = address[0]
+            if self.admission is not None and not self.admission.allows(ip):
+                self.warn.warning("admission", "client %s refused by admission, closing", ip)
+                return
+            if self.limiter is None:
+                return handle(conn, address, *args)
+            reason = self.limiter.acquire(ip)
+            if reason is not None:
+                self.warn.warning("climiter", "%s, refusing %s", reason, ip)
+                _tell_http_client(conn, 429, "too many connections")
+                return
+            try:
+                return handle(conn, address, *args)
+            finally:
+                self.limiter.release(ip)
+
+        return gated
+
+
+def _tell_http_client(conn, status, message):
+    try:
+        sniffed = sniff(conn, REFUSAL_PROBE_SECONDS)
+    except (SniffTimeout, PeerClosed, MalformedHead, OSError):
+        return
+    if sniffed.protocol == HTTP:
+        close_gently(conn, simple_response(status, "gostgev: " + message))
 
 
 class ServiceError(Exception):
@@ -24,6 +74,7 @@ class Service:
                               handler=config.handler.type, listener=config.listener.type)
         self.handler = HANDLERS.get(config.handler.type)(config, self.log)
         self.listener = LISTENERS.get(config.listener.type)(config, self.log)
+        self.gate = Gate(config, self.log)
 
     @property
     def address(self):
@@ -33,7 +84,7 @@ class Service:
     def start(self):
         try:
             self.handler.start(self)
-            self.listener.start(self._handle)
+            self.listener.start(self.gate.wrap(self._handle))
         except OSError as exc:
             self.handler.stop(0)
             raise ServiceError("service %s: cannot listen on %s: %s"

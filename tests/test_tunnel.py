@@ -128,14 +128,29 @@ def test_two_clients_share_round_robin_and_survive_losing_one(deployment, sites,
     assert [http_get(deployment.entrypoint, "srv-0.local") for _ in range(5)] == [(200, b"srv-0")] * 5
 
 
-def test_a_client_whose_uuid_no_rule_names_gets_nothing(deployment, backend):
+def test_strict_registration_refuses_a_uuid_no_rule_names(deployment, backend, caplog):
     spy = backend(name_responder("spy"))
     deployment.client("intruder", UNNAMED, [{"name": "all", "addr": spy.addr}])
-    deployment.wait_connections(UNNAMED, 1)
-    for host in ("srv-0.local", "srv-2.local", "nobody.local", "private.local"):
-        http_get(deployment.entrypoint, host)
+    assert wait_until(lambda: "tunnel %s is not registered on the server" % UNNAMED in caplog.text, 5)
+    assert deployment.connections(UNNAMED) == 0
+    with connect(deployment.port) as sock:
+        sock.sendall(relay.Request(cmd=relay.BIND, addrs=("127.0.0.1:1", ":0"),
+                                   tunnel_id=relay.TunnelID.parse(UNNAMED)).encode())
+        assert recv_all(sock) == relay.Response(relay.FORBIDDEN).encode()
+
+
+def test_without_strict_an_unnamed_uuid_joins_but_gets_nothing(start_services, sites, backend):
+    dep = Deployment(start_services, [("srv-0.local", TUNNEL_A), ("private.local", "$" + TUNNEL_B)],
+                     **{"tunnel.strict": False})
+    dep.client("a", TUNNEL_A, [{"name": "n", "addr": sites["srv-0"].addr}])
+    spy = backend(name_responder("spy"))
+    dep.client("intruder", UNNAMED, [{"name": "all", "addr": spy.addr}])
+    dep.wait_connections(UNNAMED, 1)
+    dep.wait_connections(TUNNEL_A, 1)
+    for host in ("srv-0.local", "nobody.local", "private.local"):
+        http_get(dep.entrypoint, host)
     # Not even a relay CONNECT on the entrypoint naming the tunnel directly reaches it.
-    with connect(deployment.entrypoint) as sock:
+    with connect(dep.entrypoint) as sock:
         sock.sendall(relay.Request(cmd=relay.CONNECT, addrs=("127.0.0.1:1", "x.local:80"),
                                    tunnel_id=relay.TunnelID.parse(UNNAMED)).encode())
         assert recv_all(sock)[:2] == bytes([1, relay.HOST_UNREACHABLE])

@@ -39,12 +39,12 @@ __all__ = ["load_file", "read_file", "build_config"]
 # Top-level sections of GOST v3 that gostgev does not implement (yet); they are
 # accepted so a GOST file loads unchanged, with one warning each.
 _UNSUPPORTED_TOP = (
-    "authers", "admissions", "bypasses", "resolvers", "hosts", "sds",
+    "bypasses", "resolvers", "hosts", "sds",
     "limiters", "climiters", "rlimiters", "quotas", "observers", "recorders", "routers",
     "rewriters", "caches", "loggers", "tls", "api", "metrics", "profiling", "plugins",
 )
 _UNSUPPORTED_SERVICE = (
-    "bypass", "bypasses", "admission", "admissions", "climiter", "rlimiter", "limiter",
+    "bypass", "bypasses", "rlimiter", "limiter",
     "interface", "sockopts", "observer", "recorders", "resolver", "hosts", "logger", "loggers",
     "status",
 )
@@ -89,9 +89,13 @@ def build_config(raw, warnings, base_dir="."):
         hops[name] = _forwarder(hop, hops={}, base_dir=base_dir)
     ingresses = _named(root, "ingresses", _ingress)
     chains = _named(root, "chains", _chain)
+    authers = _named(root, "authers", lambda sec, name: _auther(sec, base_dir))
+    admissions = _named(root, "admissions", _admission)
+    climiters = _named(root, "climiters", _climiter)
+    components = {"authers": authers, "admissions": admissions, "climiters": climiters}
     services, names = [], set()
     for index, svc in enumerate(root.sections("services")):
-        service = _service(svc, index, hops, chains, ingresses, base_dir)
+        service = _service(svc, index, hops, chains, ingresses, components, base_dir)
         if service.name in names:
             raise ConfigError(svc.key_path("name"), "duplicate service name %r" % service.name)
         names.add(service.name)
@@ -131,7 +135,7 @@ def _log(sec):
     return LogConfig(level=level, format=fmt, output=output)
 
 
-def _service(svc, index, hops, chains, ingresses, base_dir):
+def _service(svc, index, hops, chains, ingresses, components, base_dir):
     # Imported here: the registries live with the gevent code that fills them,
     # and only a full load needs them.
     from gostgev.handler import HANDLERS
@@ -169,8 +173,8 @@ def _service(svc, index, hops, chains, ingresses, base_dir):
                           "handler %r needs forwarder nodes to send traffic to" % handler_type)
 
     handler_md = handler_sec.metadata()
-    auth = _auth(handler_sec.section("auth"))
-    context = LoadContext(base_dir=base_dir, ingresses=ingresses, auth=auth)
+    auther = _handler_auther(handler_sec, components["authers"])
+    context = LoadContext(base_dir=base_dir, ingresses=ingresses, auther=auther)
     try:
         options = handler_cls.parse_options(handler_md, context)
     except ValueError as exc:
@@ -178,7 +182,7 @@ def _service(svc, index, hops, chains, ingresses, base_dir):
     handler_chain = _chain_ref(handler_sec, chains)
     if handler_chain is not None and not handler_cls.accepts_chain:
         raise ConfigError(handler_sec.key_path("chain"), "handler %r cannot use a chain" % handler_type)
-    handler_sec.unsupported("retries", "auther", "authers", "limiter", "observer", "chaingroup")
+    handler_sec.unsupported("retries", "limiter", "observer", "chaingroup")
     handler_sec.finish()
     listener_md, listener_chain = Metadata({}), None
     if listener_sec is not None:
@@ -188,15 +192,18 @@ def _service(svc, index, hops, chains, ingresses, base_dir):
         listener_sec.finish()
     if listener_chain is not None and not LISTENERS.get(listener_type).accepts_chain:
         raise ConfigError(listener_sec.key_path("chain"), "listener %r cannot use a chain" % listener_type)
+    admission = _refs(svc, ("admission", "admissions"), components["admissions"], "admission")
+    climits = _refs(svc, ("climiter",), components["climiters"], "climiter")
     service_md = svc.metadata()
     svc.unsupported(*_UNSUPPORTED_SERVICE)
     svc.finish()
     return ServiceConfig(
         name=name, addr=addr,
-        handler=HandlerConfig(type=handler_type, metadata=handler_md, options=options, auth=auth,
+        handler=HandlerConfig(type=handler_type, metadata=handler_md, options=options, auther=auther,
                               chain=handler_chain),
         listener=ListenerConfig(type=listener_type, metadata=listener_md, chain=listener_chain),
         forwarder=forwarder, metadata=service_md,
+        admission=admission[0] if admission else None, climits=climits[0] if climits else (),
     )
 
 
@@ -207,6 +214,95 @@ def _chain_ref(sec, chains):
     if name not in chains:
         raise ConfigError(sec.key_path("chain"), "no chain named %r in chains" % name)
     return chains[name]
+
+
+def _refs(sec, keys, table, kind):
+    """Components named by ``kind: name`` or ``kinds: [names]``; errors for unknown names."""
+    found = []
+    for key in keys:
+        value = sec.raw(key)
+        if value is None:
+            continue
+        names = value if isinstance(value, list) else [value]
+        for name in names:
+            if str(name) not in table:
+                raise ConfigError(sec.key_path(key), "no %s named %r in %ss" % (kind, name, kind))
+            found.append(table[str(name)])
+    if len(found) > 1 and kind != "auther":
+        raise ConfigError(sec.key_path(keys[-1]), "only one %s per service is supported" % kind)
+    return found
+
+
+def _handler_auther(sec, authers):
+    from gostgev.auth import Auther, User
+
+    users = []
+    single = _auth(sec.section("auth"))
+    if single is not None:
+        users.append(User(single.username, single.password))
+    for auther in _refs(sec, ("auther", "authers"), authers, "auther"):
+        users.extend(auther)
+    return Auther(users) if users else None
+
+
+def _auther(sec, base_dir):
+    """A named auther as a list of users (inline auths, then the users file)."""
+    from gostgev.auth import User, load_users_file
+    from gostgev.codec.relay import TunnelID
+
+    users = []
+    for entry in sec.sections("auths"):
+        username = entry.str("username") or ""
+        tunnels = entry.raw("tunnels", [])
+        try:
+            keys = frozenset(TunnelID.parse(str(t)).key for t in (tunnels if isinstance(tunnels, list) else [tunnels]))
+        except ValueError as exc:
+            raise ConfigError(entry.key_path("tunnels"), str(exc)) from None
+        users.append(User(username, entry.str("password") or "", keys))
+        entry.finish()
+    file_sec = sec.section("file")
+    if file_sec is not None:
+        path = os.path.join(base_dir, file_sec.str("path") or "")
+        try:
+            users.extend(load_users_file(path, TunnelID.parse))
+        except OSError as exc:
+            raise ConfigError(file_sec.key_path("path"), "%s: %s" % (path, exc.strerror)) from None
+        except ValueError as exc:
+            raise ConfigError(file_sec.key_path("path"), str(exc)) from None
+        file_sec.finish()
+    sec.unsupported("reload", "redis", "http", "plugin")
+    sec.finish()
+    return users
+
+
+def _admission(sec, name):
+    from gostgev.limits import Admission, parse_network
+
+    networks = []
+    matchers = sec.raw("matchers", [])
+    for i, text in enumerate(matchers if isinstance(matchers, list) else [matchers]):
+        try:
+            networks.append(parse_network(str(text)))
+        except ValueError:
+            raise ConfigError("%s[%d]" % (sec.key_path("matchers"), i), "not an IP or CIDR: %r" % text) from None
+    whitelist = sec.bool("whitelist", False) or sec.bool("reverse", False)
+    sec.unsupported("file", "redis", "http", "plugin", "reload")
+    sec.finish()
+    return Admission(networks, whitelist=whitelist)
+
+
+def _climiter(sec, name):
+    from gostgev.limits import ConnLimiter
+
+    limits = sec.raw("limits", [])
+    limits = tuple(str(x) for x in (limits if isinstance(limits, list) else [limits]))
+    try:
+        ConnLimiter.parse(limits)
+    except ValueError as exc:
+        raise ConfigError(sec.key_path("limits"), str(exc)) from None
+    sec.unsupported("file", "redis", "http", "plugin", "reload")
+    sec.finish()
+    return limits
 
 
 def _auth(sec):

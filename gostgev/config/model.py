@@ -116,7 +116,7 @@ class HandlerConfig:
     type: str
     metadata: Metadata
     options: object           #: the handler's own typed options, parsed at load time
-    auth: AuthConfig | None = None
+    auther: object = None     #: gostgev.auth.Auther from auth/auther/authers, or None
     chain: ChainConfig | None = None
 
 
@@ -133,7 +133,7 @@ class LoadContext:
 
     base_dir: str
     ingresses: dict           #: name -> IngressConfig
-    auth: AuthConfig | None = None
+    auther: object = None     #: gostgev.auth.Auther or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +144,8 @@ class ServiceConfig:
     listener: ListenerConfig
     forwarder: ForwarderConfig | None
     metadata: Metadata
+    admission: object = None  #: gostgev.limits.Admission or None
+    climits: tuple = ()       #: GOST climiter limit strings, checked at load time
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ class RelayOptions:
     read_timeout: float        #: deadline for the relay request
     dial_timeout: float
     mux: MuxConfig             #: smux version 1 unless mux.version says otherwise
-    auth: object
+    auther: object
 
 
 @HANDLERS.register("relay")
@@ -49,7 +49,7 @@ class RelayHandler(Handler):
             mux = dataclasses.replace(mux, version=1)
         return RelayOptions(
             bind=md.bool("bind"), read_timeout=md.duration("readtimeout") or DEFAULT_HEADER_TIMEOUT,
-            dial_timeout=md.duration("dialtimeout") or DEFAULT_DIAL_TIMEOUT, mux=mux, auth=context.auth)
+            dial_timeout=md.duration("dialtimeout") or DEFAULT_DIAL_TIMEOUT, mux=mux, auther=context.auther)
 
     def handle(self, conn, address, target=None):
         log = self.log.bind(remote=format_address(address))
@@ -62,7 +62,7 @@ class RelayHandler(Handler):
             log.warning("bad relay request, closing: %s", exc)
             return
         leftover = data[used:]
-        if not authorized(self.options.auth, request.username, request.password):
+        if not authorized(self.options.auther, request.username, request.password):
             log.warning("unauthorized", fields={"user": request.username})
             return reply(conn, relay.UNAUTHORIZED)
         if not request.addrs:

@@ -57,7 +57,8 @@ class TunnelOptions:
     read_timeout: float                  #: deadline for the relay request on the tunnel port
     header_timeout: float                #: deadline for the request head on entrypoints
     mux: MuxConfig
-    auth: object                         #: AuthConfig | None
+    auther: object                       #: gostgev.auth.Auther | None
+    strict: bool                         #: refuse BINDs for tunnels no ingress rule names
 
 
 def _inline_rules(text):
@@ -107,7 +108,8 @@ class TunnelHandler(Handler):
             direct=md.bool("tunnel.direct"),
             read_timeout=md.duration("readtimeout") or DEFAULT_HEADER_TIMEOUT,
             header_timeout=md.duration("entrypoint.headertimeout") or DEFAULT_HEADER_TIMEOUT,
-            mux=MuxConfig.from_metadata(md), auth=context.auth)
+            mux=MuxConfig.from_metadata(md), auther=context.auther,
+            strict=md.bool("tunnel.strict", default=True))
 
     def __init__(self, service_config, log):
         super().__init__(service_config, log)
@@ -115,6 +117,8 @@ class TunnelHandler(Handler):
         opts = self.options
         self.ingress = Ingress(opts.ingress.name, opts.ingress.rules) if opts.ingress else None
         self.entrypoints = [Entrypoint(self, addr, self._ingress_for(cfg)) for addr, cfg in opts.entrypoints]
+        # Every ingress this handler routes with: what "registered" means for tunnel.strict.
+        self.ingresses = [i for i in [self.ingress] + [ep.ingress for ep in self.entrypoints] if i is not None]
 
     def _ingress_for(self, config):
         if config is None:
@@ -129,7 +133,7 @@ class TunnelHandler(Handler):
         started = []
         try:
             for entrypoint in self.entrypoints:
-                entrypoint.start()
+                entrypoint.start(service.gate)
                 started.append(entrypoint)
         except OSError as exc:
             for entrypoint in started:
@@ -161,14 +165,19 @@ class TunnelHandler(Handler):
             log.warning("bad relay request, closing: %s", exc)
             return
         tunnel_id = request.tunnel_id
+        user = self.authorized(request)
         if tunnel_id is None or tunnel_id.is_zero:
             log.warning("relay request without a tunnel ID")
             reply(conn, relay.BAD_REQUEST)
-        elif not self.authorized(request):
+        elif not user:
             log.warning("unauthorized", fields={"user": request.username})
             reply(conn, relay.UNAUTHORIZED)
         elif request.cmd == relay.BIND:
-            self._bind(conn, address, request, data[used:], log)
+            refusal = self._bind_refusal(request, user, log)
+            if refusal is None:
+                self._bind(conn, address, request, data[used:], log)
+            else:
+                reply(conn, refusal)
         elif request.cmd == relay.CONNECT:
             self.visit(conn, address, request, data[used:], self.ingress, log)
         else:
@@ -176,7 +185,20 @@ class TunnelHandler(Handler):
             reply(conn, relay.BAD_REQUEST)
 
     def authorized(self, request):
-        return authorized(self.options.auth, request.username, request.password)
+        """The authenticated user, True when no auth is configured, or None."""
+        return authorized(self.options.auther, request.username, request.password)
+
+    def _bind_refusal(self, request, user, log):
+        """The status refusing this BIND, or None to accept it."""
+        tunnel_id = request.tunnel_id
+        auther = self.options.auther
+        if auther is not None and not auther.may_bind(user.username, tunnel_id.key):
+            log.warning("tunnel %s belongs to other users", tunnel_id.text, fields={"user": request.username})
+            return relay.UNAUTHORIZED
+        if self.options.strict and self.ingresses and not any(i.names(tunnel_id) for i in self.ingresses):
+            log.warning("tunnel %s is not named by any ingress rule; refusing (tunnel.strict)", tunnel_id.text)
+            return relay.FORBIDDEN
+        return None
 
     def _bind(self, conn, address, request, leftover, log):
         tunnel_id = request.tunnel_id
@@ -301,8 +323,9 @@ class Entrypoint:
     def address(self):
         return self.listener.address
 
-    def start(self):
-        self.listener.start(self.handle)
+    def start(self, gate):
+        """Listen; the service's admission and connection limits apply here too."""
+        self.listener.start(gate.wrap(self.handle))
 
     def close(self):
         self.listener.close()

@@ -1,0 +1,123 @@
+"""Who may connect, and how many at once: GOST's admissions and climiters.
+
+* :class:`Admission` — a list of IPs and CIDRs, used as an allow list
+  (``whitelist: true``) or a deny list.
+* :class:`ConnLimiter` — GOST's concurrent-connection limits, written as
+  ``"$ 1000"`` (the whole service), ``"$$ 100"`` (each client IP), or
+  ``"10.0.0.0/8 20"`` / ``"192.0.2.7 5"`` (each client IP inside that
+  network, overriding ``$$``; the most specific network wins).
+* :class:`RateLimitedLog` — one log line per reason per second, with the
+  number suppressed, so a flood cannot flood the log too.
+
+Counters are per client IP and disappear when the IP's last connection
+ends, so memory follows the live connections, not the history.
+"""
+
+import ipaddress
+import time
+
+__all__ = ["Admission", "ConnLimiter", "RateLimitedLog", "parse_network"]
+
+
+def parse_network(text):
+    """``"192.0.2.7"`` or ``"10.0.0.0/8"`` -> ip_network; ValueError otherwise."""
+    return ipaddress.ip_network(text.strip(), strict=False)
+
+
+def _ip(address):
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    # A v4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+    return ip.ipv4_mapped or ip if ip.version == 6 else ip
+
+
+class Admission:
+    def __init__(self, networks, whitelist=False):
+        self.networks = tuple(networks)
+        self.whitelist = whitelist
+
+    def allows(self, address):
+        ip = _ip(address)
+        listed = ip is not None and any(ip in net for net in self.networks if net.version == ip.version)
+        return listed if self.whitelist else not listed
+
+
+class ConnLimiter:
+    def __init__(self, total=None, per_ip=None, networks=()):
+        self.total = total
+        self.per_ip = per_ip
+        # Most specific first, so the first match is the one that applies.
+        self.networks = sorted(networks, key=lambda item: -item[0].prefixlen)
+        self._count = 0
+        self._by_ip = {}
+
+    @classmethod
+    def parse(cls, limits):
+        """From GOST's ``limits`` strings; ValueError names the bad entry."""
+        total = per_ip = None
+        networks = []
+        for entry in limits:
+            fields = str(entry).split()
+            if len(fields) != 2 or not fields[1].isdigit():
+                raise ValueError("invalid limit %r (want e.g. '$ 1000', '$$ 10', '10.0.0.0/8 5')" % entry)
+            value = int(fields[1])
+            if fields[0] == "$":
+                total = value
+            elif fields[0] == "$$":
+                per_ip = value
+            else:
+                networks.append((parse_network(fields[0]), value))
+        return cls(total, per_ip, networks)
+
+    def _ip_limit(self, ip):
+        if ip is not None:
+            for net, value in self.networks:
+                if net.version == ip.version and ip in net:
+                    return value
+        return self.per_ip
+
+    def acquire(self, address):
+        """Count a new connection; the reason if it is over a limit, else None."""
+        if self.total is not None and self._count >= self.total:
+            return "service connection limit %d reached" % self.total
+        ip = _ip(address)
+        limit = self._ip_limit(ip)
+        key = str(ip) if ip is not None else address
+        if limit is not None and self._by_ip.get(key, 0) >= limit:
+            return "connection limit %d per client reached for %s" % (limit, key)
+        self._count += 1
+        self._by_ip[key] = self._by_ip.get(key, 0) + 1
+        return None
+
+    def release(self, address):
+        ip = _ip(address)
+        key = str(ip) if ip is not None else address
+        self._count -= 1
+        left = self._by_ip.get(key, 1) - 1
+        if left:
+            self._by_ip[key] = left
+        else:
+            self._by_ip.pop(key, None)
+
+
+class RateLimitedLog:
+    """Log a repeated warning at most once per ``interval`` seconds per reason."""
+
+    def __init__(self, log, interval=1.0):
+        self.log = log
+        self.interval = interval
+        self._last = {}
+        self._suppressed = {}
+
+    def warning(self, reason, message, *args):
+        now = time.monotonic()
+        if now - self._last.get(reason, -self.interval) < self.interval:
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            return
+        self._last[reason] = now
+        suppressed = self._suppressed.pop(reason, 0)
+        if suppressed:
+            message += " (%d more like this suppressed)" % suppressed
+        self.log.warning(message, *args)
