@@ -453,13 +453,14 @@ def _node(sec, index):
     weight = md.int("weight", default=1)
     max_fails = md.int("maxfails", "max_fails", default=0)
     fail_timeout = md.duration("failtimeout", "fail_timeout", default=0.0)
+    proxy_protocol = md.int("proxyprotocol", default=None, minimum=0, maximum=2)
     return NodeConfig(
         name=name, addr=addr, host=_host_pattern(host, filter_path),
         protocol=protocol.lower() if protocol else None, path=path or None,
         weight=weight if weight > 0 else 1, backup=md.bool("backup"),
         max_fails=max_fails if max_fails > 0 else None,
         fail_timeout=fail_timeout if fail_timeout > 0 else None,
-        metadata=md.as_dict(),
+        proxy_protocol=proxy_protocol, metadata=md.as_dict(),
     )
 
 

@@ -52,6 +52,7 @@ class NodeConfig:
     backup: bool = False      #: used only when no primary node of the same tier is healthy
     max_fails: int | None = None      #: per-node override of the selector's
     fail_timeout: float | None = None
+    proxy_protocol: int | None = None  #: send a PROXY v1/v2 header to this node (overrides the handler)
     metadata: dict = field(default_factory=dict)
 
 

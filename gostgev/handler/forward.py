@@ -31,6 +31,7 @@ from gostgev.listener import format_address
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
 from gostgev.netio.pipe import pipe
+from gostgev.netio.proxyproto import proxy_header
 
 __all__ = ["ForwardHandler", "ForwardOptions"]
 
@@ -52,6 +53,7 @@ class ForwardOptions:
     sniffing_timeout: float = DEFAULT_SNIFF_TIMEOUT  #: deadline for the whole head
     idle_timeout: float = 0.0                    #: close after this long without traffic; 0 = never
     dial_timeout: float = DEFAULT_DIAL_TIMEOUT   #: TCP connect timeout per node
+    proxy_protocol: int = 0                      #: send a PROXY v1/v2 header to the node; 0 = no
 
 
 @HANDLERS.register("tcp", "forward")
@@ -68,6 +70,7 @@ class ForwardHandler(Handler):
             sniffing_timeout=sniff_timeout or DEFAULT_SNIFF_TIMEOUT,
             idle_timeout=md.duration("idletimeout"),
             dial_timeout=md.duration("dialtimeout", default=DEFAULT_DIAL_TIMEOUT) or DEFAULT_DIAL_TIMEOUT,
+            proxy_protocol=md.int("proxyprotocol", default=0, minimum=0, maximum=2),
         )
 
     def __init__(self, service_config, log):
@@ -103,18 +106,20 @@ class ForwardHandler(Handler):
         if not nodes:
             self._refuse(conn, sniffed, 502, "no route for host %s" % (host or "(none)"), log)
             return
-        upstream, name = self._dial(nodes, sniffed, target, client, log)
+        upstream, node = self._dial(nodes, sniffed, target, client, log)
         if upstream is None:
             self._refuse(conn, sniffed, self.dial_failure_status,
                          "no node reachable for host %s" % (host or "(none)"), log)
             return
-        log = log.bind(node=name)
+        log = log.bind(node=node.name if node is not None else "direct")
         data = sniffed.data if sniffed else b""
+        version = self._proxy_version(node)
+        prefix = proxy_header(version, address[:2], _local_address(conn)) if version else b""
         up = down = 0
         error = None
         try:
-            if data:
-                upstream.sendall(data)
+            if prefix or data:
+                upstream.sendall(prefix + data)
             up, down = pipe(conn, upstream, self.options.idle_timeout)
         except OSError as exc:
             error = exc.strerror or str(exc)
@@ -143,8 +148,14 @@ class ForwardHandler(Handler):
             log.debug("client error while sniffing: %s", exc)
         return None
 
+    def _proxy_version(self, node):
+        """PROXY header version for this node: node metadata wins over the handler's."""
+        if node is not None and node.config.proxy_protocol is not None:
+            return node.config.proxy_protocol
+        return self.options.proxy_protocol
+
     def _dial(self, nodes, sniffed, target, client, log):
-        """Dial the nodes in order; ``(connection, node name)`` or ``(None, None)``."""
+        """Dial the nodes in order; ``(connection, node or None)`` or ``(None, None)``."""
         for node in nodes:
             where = _target(node, sniffed, target, allow_port_zero=self.chain is not None)
             if where is None:
@@ -163,7 +174,7 @@ class ForwardHandler(Handler):
                 continue
             if node is not None:
                 node.mark_ok()
-            return upstream, name
+            return upstream, node
         return None, None
 
     def _refuse(self, conn, sniffed, status, message, log):
@@ -193,6 +204,14 @@ def _probe_http(conn):
         return sniff(conn, HTTP_PROBE_TIMEOUT)
     except (SniffTimeout, PeerClosed, MalformedHead, OSError):
         return None
+
+
+def _local_address(conn):
+    """Where the client reached us; a tunnel stream has no such address (GOST: 0.0.0.0:0)."""
+    try:
+        return conn.getsockname()[:2]
+    except (OSError, AttributeError, TypeError):
+        return ("0.0.0.0", 0)
 
 
 def _request_path(target):

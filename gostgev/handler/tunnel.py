@@ -41,6 +41,12 @@ from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, read_hea
 from gostgev.netio.pipe import pipe
 from gostgev.tunnel import NoConnector, TunnelRegistry
 
+
+def accepting_proxy_headers(handle, log):
+    from gostgev.service import accepting_proxy_headers as wrap  # service imports handlers
+
+    return wrap(handle, log)
+
 __all__ = ["TunnelHandler", "TunnelOptions"]
 
 #: default deadline for a relay request on the tunnel port and for the
@@ -59,6 +65,7 @@ class TunnelOptions:
     mux: MuxConfig
     auther: object                       #: gostgev.auth.Auther | None
     strict: bool                         #: refuse BINDs for tunnels no ingress rule names
+    entrypoint_proxy: bool               #: entrypoints accept PROXY protocol headers
 
 
 def _inline_rules(text):
@@ -109,7 +116,8 @@ class TunnelHandler(Handler):
             read_timeout=md.duration("readtimeout") or DEFAULT_HEADER_TIMEOUT,
             header_timeout=md.duration("entrypoint.headertimeout") or DEFAULT_HEADER_TIMEOUT,
             mux=MuxConfig.from_metadata(md), auther=context.auther,
-            strict=md.bool("tunnel.strict", default=True))
+            strict=md.bool("tunnel.strict", default=True),
+            entrypoint_proxy=md.int("entrypoint.proxyprotocol", default=0) > 0)
 
     def __init__(self, service_config, log):
         super().__init__(service_config, log)
@@ -325,7 +333,10 @@ class Entrypoint:
 
     def start(self, gate):
         """Listen; the service's admission and connection limits apply here too."""
-        self.listener.start(gate.wrap(self.handle))
+        handle = gate.wrap(self.handle)
+        if self.handler.options.entrypoint_proxy:
+            handle = accepting_proxy_headers(handle, self.log)
+        self.listener.start(handle)
 
     def close(self):
         self.listener.close()
@@ -333,7 +344,7 @@ class Entrypoint:
     def stop(self, timeout=None):
         self.listener.stop(timeout)
 
-    def handle(self, conn, address):
+    def handle(self, conn, address, target=None):
         client = format_address(address)
         log = self.log.bind(remote=client)
         timeout = self.handler.options.header_timeout
