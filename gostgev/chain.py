@@ -34,9 +34,11 @@ class _Hop:
             md = node.metadata
             self.nodes.append(Node(node, config.selector, max_fails=md.int("maxfails", default=0) or None,
                                    fail_timeout=md.duration("failtimeout") or None))
-        # One connector object per node: it holds parsed options (tunnel ID...).
+        # One connector and one dialer object per node: they hold parsed
+        # options (tunnel ID, TLS context...).
         self.connectors = {id(n): CONNECTORS.get(n.config.connector.type)(n.config.connector)
                            for n in self.nodes}
+        self.dialers = {id(n): DIALERS.get(n.config.dialer.type)(n.config.dialer) for n in self.nodes}
 
 
 class Chain:
@@ -50,12 +52,16 @@ class Chain:
 
     def _through(self, route):
         """Dial the first node and CONNECT hop by hop to the last; return the connection."""
-        first = route[0][1].config
-        addr = parse_addr(first.addr)
-        conn = DIALERS.get(first.dialer.type)(addr.host, addr.port, self.dial_timeout)
+        hop, node = route[0]
+        addr = parse_addr(node.config.addr)
+        conn = hop.dialers[id(node)].dial(addr.host, addr.port, self.dial_timeout)
         try:
-            for (hop, node), (_, next_node) in zip(route, route[1:], strict=False):
+            for (hop, node), (next_hop, next_node) in zip(route, route[1:], strict=False):
                 conn = hop.connectors[id(node)].connect(conn, next_node.config.addr)
+                # The next node's transport (TLS, WebSocket) runs inside the relayed connection.
+                next_addr = parse_addr(next_node.config.addr)
+                conn = next_hop.dialers[id(next_node)].handshake(conn, next_addr.host, next_addr.port,
+                                                                 self.dial_timeout)
         except BaseException:
             conn.close()
             raise
@@ -88,6 +94,3 @@ class Chain:
         route = self._route()
         hop, node = route[-1]
         return self._attempt(route, lambda conn: hop.connectors[id(node)].bind(conn, addr, network))
-
-    def last_node_name(self):
-        return self.hops[-1].nodes[0].name if self.hops else ""

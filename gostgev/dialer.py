@@ -1,4 +1,11 @@
-"""Dialers: open the transport to a node.  Only plain TCP so far."""
+"""Dialers: open the transport to a node.
+
+``tcp`` is a plain connection; ``tls`` adds TLS (pyOpenSSL); ``ws`` speaks
+WebSocket over TCP and ``wss`` WebSocket over TLS, as GOST v3's dialers do, so
+a tunnel can cross HTTP-only proxies and CDNs.  A dialer object is made once
+per chain node (it holds the parsed TLS context) and ``dial`` is called per
+connection.
+"""
 
 import socket as _stdsocket
 
@@ -6,12 +13,14 @@ from gevent import socket
 
 from gostgev.registry import Registry
 
-__all__ = ["DIALERS", "dial_tcp", "DEFAULT_DIAL_TIMEOUT"]
+__all__ = ["DIALERS", "dial_tcp", "DEFAULT_DIAL_TIMEOUT", "TcpDialer"]
 
 DIALERS = Registry("dialer")
 
 #: seconds to wait for a TCP handshake (GOST's service ``dialTimeout``)
 DEFAULT_DIAL_TIMEOUT = 10.0
+#: GOST's default WebSocket path
+DEFAULT_WS_PATH = "/ws"
 
 
 def dial_tcp(host, port, timeout=DEFAULT_DIAL_TIMEOUT):
@@ -23,4 +32,78 @@ def dial_tcp(host, port, timeout=DEFAULT_DIAL_TIMEOUT):
     return sock
 
 
-DIALERS.register("tcp")(dial_tcp)
+@DIALERS.register("tcp")
+class TcpDialer:
+    """Plain TCP; subclasses add a handshake over the connection.
+
+    The handshake is separate from the TCP connect so that a chain can run
+    it over a connection that an earlier hop already relayed.
+    """
+
+    def __init__(self, config):
+        self.config = config
+
+    def dial(self, host, port, timeout=DEFAULT_DIAL_TIMEOUT):
+        sock = dial_tcp(host, port, timeout)
+        try:
+            return self.handshake(sock, host, port, timeout)
+        except BaseException:
+            sock.close()
+            raise
+
+    def handshake(self, conn, host, port, timeout=DEFAULT_DIAL_TIMEOUT):
+        return conn
+
+
+def _server_name(config, host):
+    """``serverName`` from the dialer's tls block, else the node's host (GOST's default)."""
+    return (config.tls.server_name if config.tls is not None else None) or host
+
+
+def client_tls(config):
+    from gostgev.netio.tls import TLSClientConfig, client_context
+
+    tls = config.tls
+    return client_context(TLSClientConfig(
+        server_name=tls.server_name if tls else None, secure=tls.secure if tls else False,
+        ca_file=tls.ca_file if tls else None, cert_file=tls.cert_file if tls else None,
+        key_file=tls.key_file if tls else None))
+
+
+@DIALERS.register("tls")
+class TlsDialer(TcpDialer):
+    def __init__(self, config):
+        super().__init__(config)
+        self.tls = client_tls(config)
+
+    def handshake(self, conn, host, port, timeout=DEFAULT_DIAL_TIMEOUT):
+        from gostgev.netio.tls import connect_tls
+
+        return connect_tls(conn, self.tls, server_name=_server_name(self.config, host), timeout=timeout)
+
+
+@DIALERS.register("ws")
+class WsDialer(TcpDialer):
+    def __init__(self, config):
+        super().__init__(config)
+        md = config.metadata
+        self.path = md.str("path", default=DEFAULT_WS_PATH)
+        self.host = md.str("host")
+
+    def handshake(self, conn, host, port, timeout=DEFAULT_DIAL_TIMEOUT):
+        from gostgev.netio.ws import ws_connect
+
+        return ws_connect(conn, self.host or "%s:%d" % (host, port), self.path, timeout)
+
+
+@DIALERS.register("wss")
+class WssDialer(WsDialer):
+    def __init__(self, config):
+        super().__init__(config)
+        self.tls = client_tls(config)
+
+    def handshake(self, conn, host, port, timeout=DEFAULT_DIAL_TIMEOUT):
+        from gostgev.netio.tls import connect_tls
+
+        conn = connect_tls(conn, self.tls, server_name=_server_name(self.config, host), timeout=timeout)
+        return super().handshake(conn, host, port, timeout)

@@ -42,13 +42,31 @@ class TcpListener:
     accepts_chain = False
 
     def __init__(self, service_config, log, addr=None):
+        self.service_config = service_config
         self.addr = addr or service_config.addr
         self.log = log
         self.server = None
 
-    def start(self, handle):
-        self.server = serve_tcp(listen_tcp(self.addr), handle)
+    def start(self, handle, gate=None, accept_proxy=False):
+        """Serve connections: [PROXY header] -> admission and limits -> [upgrade] -> handle.
+
+        A PROXY header precedes everything else on the wire and names the
+        real client, so it is read first; admission runs before any costly
+        TLS handshake; the transport upgrade (TLS, WebSocket) comes last.
+        """
+        serve = self.upgrading(handle)
+        if gate is not None:
+            serve = gate.wrap(serve)
+        if accept_proxy:
+            from gostgev.netio.proxyproto import accepting_proxy_headers
+
+            serve = accepting_proxy_headers(serve, self.log)
+        self.server = serve_tcp(listen_tcp(self.addr), serve)
         self.log.info("listening on %s", format_address(self.server.address))
+
+    def upgrading(self, handle):
+        """``handle`` behind this listener's transport handshake (none for plain TCP)."""
+        return handle
 
     @property
     def address(self):
@@ -62,6 +80,89 @@ class TcpListener:
     def stop(self, timeout=None):
         if self.server is not None:
             self.server.stop(timeout=timeout)
+
+
+class _Upgrading(TcpListener):
+    """A TCP listener whose connections start with a transport handshake."""
+
+    #: seconds a client gets to finish the TLS or WebSocket handshake
+    HANDSHAKE_TIMEOUT = 10.0
+
+    def __init__(self, service_config, log, addr=None):
+        super().__init__(service_config, log, addr)
+        from gostgev.limits import RateLimitedLog
+
+        self.warn = RateLimitedLog(log)
+
+    def upgrading(self, handle):
+        def upgraded(sock, address, *args):
+            try:
+                conn = self.upgrade(sock)
+            except (OSError, ProtocolError) as exc:
+                # One line per second at most: a scanner must not flood the log.
+                self.warn.warning("handshake", "%s handshake with %s failed: %s", self.kind, address[0],
+                                  exc or "timeout")
+                return
+            try:
+                return handle(conn, address, *args)
+            finally:
+                conn.close()
+
+        return upgraded
+
+
+def _server_tls(config, log):
+    """The listener's TLS context; a self-signed certificate when none is configured."""
+    from gostgev.netio.tls import TLSServerConfig, server_context
+
+    tls = config.listener.tls if config is not None else None
+    return server_context(TLSServerConfig(cert_file=tls.cert_file if tls else None,
+                                          key_file=tls.key_file if tls else None,
+                                          ca_file=tls.ca_file if tls else None), log)
+
+
+@LISTENERS.register("tls")
+class TlsListener(_Upgrading):
+    kind = "TLS"
+
+    def start(self, handle, gate=None, accept_proxy=False):
+        # Built here, not in __init__: a bad certificate is a start-up error of this service.
+        self.tls = _server_tls(self.service_config, self.log)
+        super().start(handle, gate, accept_proxy)
+
+    def upgrade(self, sock):
+        from gostgev.netio.tls import accept_tls
+
+        return accept_tls(sock, self.tls, self.HANDSHAKE_TIMEOUT)
+
+
+@LISTENERS.register("ws")
+class WsListener(_Upgrading):
+    kind = "WebSocket"
+
+    def __init__(self, service_config, log, addr=None):
+        super().__init__(service_config, log, addr)
+        md = service_config.listener.metadata
+        self.path = md.str("path", default="/ws")
+
+    def upgrade(self, sock):
+        from gostgev.netio.ws import ws_accept
+
+        return ws_accept(sock, self.path, self.HANDSHAKE_TIMEOUT)
+
+
+@LISTENERS.register("wss")
+class WssListener(WsListener):
+    kind = "WebSocket over TLS"
+
+    def start(self, handle, gate=None, accept_proxy=False):
+        self.tls = _server_tls(self.service_config, self.log)
+        super().start(handle, gate, accept_proxy)
+
+    def upgrade(self, sock):
+        from gostgev.netio.tls import accept_tls
+
+        return super().upgrade(accept_tls(sock, self.tls, self.HANDSHAKE_TIMEOUT))
 
 
 @LISTENERS.register("rtcp")
@@ -81,10 +182,10 @@ class RtcpListener(TcpListener):
         self._streams = gevent.pool.Group()
         self._stopping = False
 
-    def start(self, handle):
+    def start(self, handle, gate=None, accept_proxy=False):
         if self.chain is None:
-            return super().start(handle)
-        self._loop = gevent.spawn(self._run, handle)
+            return super().start(handle, gate, accept_proxy)
+        self._loop = gevent.spawn(self._run, gate.wrap(handle) if gate is not None else handle)
 
     @property
     def address(self):

@@ -8,16 +8,14 @@ service down.
 
 from gostgev.codec.http import simple_response
 from gostgev.codec.sniff import HTTP
-from gostgev.errors import ProtocolError
 from gostgev.handler import HANDLERS
 from gostgev.limits import ConnLimiter, RateLimitedLog
 from gostgev.listener import LISTENERS, format_address
 from gostgev.logsetup import get_logger
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
-from gostgev.netio.proxyproto import accept_proxy_header
 
-__all__ = ["Service", "ServiceError", "Gate", "accepting_proxy_headers"]
+__all__ = ["Service", "ServiceError", "Gate"]
 
 #: seconds a refused connection is watched for an HTTP request, so that an
 #: HTTP client over a limit gets a 429 instead of a bare close
@@ -56,23 +54,6 @@ class Gate:
         return gated
 
 
-def accepting_proxy_headers(handle, log):
-    """Wrap ``handle`` so a leading PROXY header sets the client address.
-
-    It runs before admission and limits, which must see the real client.
-    """
-
-    def unwrap(conn, address, *args):
-        try:
-            conn, address = accept_proxy_header(conn, address)
-        except (PeerClosed, ProtocolError, OSError) as exc:
-            log.warning("bad or missing PROXY header from %s: %s", format_address(address), exc or "timeout")
-            return
-        return handle(conn, address, *args)
-
-    return unwrap
-
-
 def _tell_http_client(conn, status, message):
     try:
         sniffed = sniff(conn, REFUSAL_PROBE_SECONDS)
@@ -103,11 +84,9 @@ class Service:
     def start(self):
         try:
             self.handler.start(self)
-            handle = self.gate.wrap(self._handle)
-            if self.config.metadata.int("proxyprotocol", default=0) > 0:
-                handle = accepting_proxy_headers(handle, self.log)
-            self.listener.start(handle)
-        except OSError as exc:
+            self.listener.start(self._handle, gate=self.gate,
+                                accept_proxy=self.config.metadata.int("proxyprotocol", default=0) > 0)
+        except (OSError, ValueError) as exc:
             self.handler.stop(0)
             raise ServiceError("service %s: cannot listen on %s: %s"
                                % (self.config.name, getattr(exc, "where", self.config.addr),

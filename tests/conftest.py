@@ -201,3 +201,56 @@ def wait_until(predicate, timeout=5.0, step=0.02):
         gevent.sleep(step)
     return predicate()
 
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory):
+    """A CA, a server certificate (localhost, 127.0.0.1) and a client certificate it signed,
+    plus an unrelated CA; returns {name: path}."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory = tmp_path_factory.mktemp("ca")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    files = {}
+
+    def write(name, cert, key=None):
+        (directory / (name + ".pem")).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        files[name] = str(directory / (name + ".pem"))
+        if key is not None:
+            (directory / (name + ".key")).write_bytes(key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            files[name + "_key"] = str(directory / (name + ".key"))
+
+    def make_ca(common_name):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=2))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(key, hashes.SHA256()))
+        return cert, key
+
+    def make_leaf(ca_cert, ca_key, common_name, sans, usage):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+                .issuer_name(ca_cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=2))
+                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        return cert, key
+
+    ca_cert, ca_key = make_ca("gostgev test CA")
+    write("ca", ca_cert)
+    write("other_ca", make_ca("unrelated CA")[0])
+    write("server", *make_leaf(ca_cert, ca_key, "localhost", [
+        x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOCALHOST))], ExtendedKeyUsageOID.SERVER_AUTH))
+    write("client", *make_leaf(ca_cert, ca_key, "tunnel client", [x509.DNSName("client")],
+                               ExtendedKeyUsageOID.CLIENT_AUTH))
+    return files

@@ -115,7 +115,7 @@ def test_hops_can_serve_as_forwarders():
     ({"services": [svc(handler={"type": "nope"})]},
      'services[0].handler.type: unknown handler "nope" (known: file, forward, relay, rtcp, tcp, tunnel)'),
     ({"services": [svc(listener={"type": "quic"})]},
-     'services[0].listener.type: unknown listener "quic" (known: rtcp, tcp)'),
+     'services[0].listener.type: unknown listener "quic" (known: rtcp, tcp, tls, ws, wss)'),
     ({"services": [svc(handler={})]}, "services[0].handler.type: required"),
     ({"services": [svc(addr="localhost")]}, "services[0].addr: missing port"),
     ({"services": [svc(addr=":99999")]}, "services[0].addr: port 99999 out of range"),

@@ -34,13 +34,14 @@ def test_selector_keys_and_userinfo():
 
 
 def test_node_url_builds_a_hop():
-    hop = hop_from_url("tunnel+tls://u:p@h1:8443,h2:8443?tunnel.id=abc&dialer.secure=true", 0)
+    hop = hop_from_url("tunnel+tls://u:p@h1:8443,h2:8443?tunnel.id=abc&dialer.x=1&serverName=srv&secure=true", 0)
     assert [n["addr"] for n in hop["nodes"]] == ["h1:8443", "h2:8443"]
     node = hop["nodes"][0]
     assert node["connector"]["type"] == "tunnel" and node["dialer"]["type"] == "tls"
     assert node["connector"]["metadata"]["tunnel.id"] == "abc"
-    assert node["dialer"]["metadata"] == {"tunnel.id": "abc", "secure": "true"}
-    assert "secure" not in node["connector"]["metadata"]
+    assert node["dialer"]["metadata"] == {"tunnel.id": "abc", "x": "1"}
+    assert node["dialer"]["tls"] == {"serverName": "srv", "secure": "true"}
+    assert "x" not in node["connector"]["metadata"]
     assert node["connector"]["auth"] == {"username": "u", "password": "p"}
 
 

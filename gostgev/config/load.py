@@ -30,6 +30,7 @@ from gostgev.config.model import (
     NodeConfig,
     SelectorConfig,
     ServiceConfig,
+    TLSConfig,
 )
 from gostgev.config.section import Metadata, Section
 from gostgev.errors import ConfigError
@@ -41,7 +42,7 @@ __all__ = ["load_file", "read_file", "build_config"]
 _UNSUPPORTED_TOP = (
     "bypasses", "resolvers", "hosts", "sds",
     "limiters", "climiters", "rlimiters", "quotas", "observers", "recorders", "routers",
-    "rewriters", "caches", "loggers", "tls", "api", "metrics", "profiling", "plugins",
+    "rewriters", "caches", "loggers", "api", "metrics", "profiling", "plugins",
 )
 _UNSUPPORTED_SERVICE = (
     "bypass", "bypasses", "rlimiter", "limiter",
@@ -88,11 +89,12 @@ def build_config(raw, warnings, base_dir="."):
             raise ConfigError(hop.key_path("name"), "duplicate hop name %r" % name)
         hops[name] = _forwarder(hop, hops={}, base_dir=base_dir)
     ingresses = _named(root, "ingresses", _ingress)
-    chains = _named(root, "chains", _chain)
+    chains = _named(root, "chains", lambda sec, name: _chain(sec, name, base_dir))
     authers = _named(root, "authers", lambda sec, name: _auther(sec, base_dir))
     admissions = _named(root, "admissions", _admission)
     climiters = _named(root, "climiters", _climiter)
-    components = {"authers": authers, "admissions": admissions, "climiters": climiters}
+    default_tls = _tls(root.section("tls"), base_dir)
+    components = {"authers": authers, "admissions": admissions, "climiters": climiters, "tls": default_tls}
     services, names = [], set()
     for index, svc in enumerate(root.sections("services")):
         service = _service(svc, index, hops, chains, ingresses, components, base_dir)
@@ -184,11 +186,12 @@ def _service(svc, index, hops, chains, ingresses, components, base_dir):
         raise ConfigError(handler_sec.key_path("chain"), "handler %r cannot use a chain" % handler_type)
     handler_sec.unsupported("retries", "limiter", "observer", "chaingroup")
     handler_sec.finish()
-    listener_md, listener_chain = Metadata({}), None
+    listener_md, listener_chain, listener_tls = Metadata({}), None, components["tls"]
     if listener_sec is not None:
         listener_md = listener_sec.metadata()
         listener_chain = _chain_ref(listener_sec, chains)
-        listener_sec.unsupported("auth", "auther", "authers", "tls", "chaingroup")
+        listener_tls = _tls(listener_sec.section("tls"), base_dir) or listener_tls
+        listener_sec.unsupported("auth", "auther", "authers", "chaingroup")
         listener_sec.finish()
     if listener_chain is not None and not LISTENERS.get(listener_type).accepts_chain:
         raise ConfigError(listener_sec.key_path("chain"), "listener %r cannot use a chain" % listener_type)
@@ -201,7 +204,7 @@ def _service(svc, index, hops, chains, ingresses, components, base_dir):
         name=name, addr=addr,
         handler=HandlerConfig(type=handler_type, metadata=handler_md, options=options, auther=auther,
                               chain=handler_chain),
-        listener=ListenerConfig(type=listener_type, metadata=listener_md, chain=listener_chain),
+        listener=ListenerConfig(type=listener_type, metadata=listener_md, chain=listener_chain, tls=listener_tls),
         forwarder=forwarder, metadata=service_md,
         admission=admission[0] if admission else None, climits=climits[0] if climits else (),
     )
@@ -333,12 +336,33 @@ def _ingress(sec, name):
     return IngressConfig(name=name, rules=tuple(rules))
 
 
-def _chain(sec, name):
+def _tls(sec, base_dir):
+    """A ``tls`` block; files are checked here so a typo is a config error, not a crash later."""
+    if sec is None:
+        return None
+    files = {}
+    for key in ("certfile", "keyfile", "cafile"):
+        path = sec.str(key)
+        if path:
+            path = os.path.join(base_dir, path)
+            if not os.path.isfile(path):
+                raise ConfigError(sec.key_path(key), "no such file: %s" % path)
+        files[key] = path
+    if bool(files["certfile"]) != bool(files["keyfile"]):
+        raise ConfigError(sec.path, "certFile and keyFile go together")
+    config = TLSConfig(cert_file=files["certfile"], key_file=files["keyfile"], ca_file=files["cafile"],
+                       server_name=sec.str("servername"), secure=sec.bool("secure", False))
+    sec.unsupported("options", "validity", "commonname", "organization")
+    sec.finish()
+    return config
+
+
+def _chain(sec, name, base_dir):
     hops = []
     for hop in sec.sections("hops"):
         hop_name = hop.str("name") or "hop-%d" % len(hops)
         selector = _selector(hop.section("selector"))
-        nodes = tuple(_chain_node(node, i) for i, node in enumerate(hop.sections("nodes")))
+        nodes = tuple(_chain_node(node, i, base_dir) for i, node in enumerate(hop.sections("nodes")))
         if not nodes:
             raise ConfigError(hop.key_path("nodes"), "a chain hop needs nodes")
         hop.unsupported("bypass", "bypasses", "resolver", "hosts", "metadata", "interface", "sockopts")
@@ -351,7 +375,7 @@ def _chain(sec, name):
     return ChainConfig(name=name, hops=tuple(hops))
 
 
-def _chain_node(sec, index):
+def _chain_node(sec, index, base_dir):
     from gostgev.connector import CONNECTORS
     from gostgev.dialer import DIALERS
 
@@ -377,9 +401,10 @@ def _chain_node(sec, index):
     if dial_type not in DIALERS:
         raise ConfigError((dial or sec).key_path("type" if dial else "dialer"),
                           _unknown("dialer", dial_type, DIALERS))
-    dialer = DialerConfig(type=dial_type, metadata=dial.metadata() if dial else Metadata({}))
+    dialer = DialerConfig(type=dial_type, metadata=dial.metadata() if dial else Metadata({}),
+                          tls=_tls(dial.section("tls"), base_dir) if dial else None)
     if dial is not None:
-        dial.unsupported("tls", "auth")
+        dial.unsupported("auth")
         dial.finish()
     metadata = sec.metadata()
     sec.unsupported("bypass", "bypasses", "resolver", "hosts", "interface", "sockopts", "tls", "http")

@@ -13,7 +13,7 @@ __all__ = [
     "LogConfig", "SelectorConfig", "NodeConfig", "ForwarderConfig", "HandlerConfig",
     "ListenerConfig", "ServiceConfig", "Config", "STRATEGIES", "LOG_LEVELS", "AuthConfig",
     "ConnectorConfig", "DialerConfig", "ChainNodeConfig", "HopConfig", "ChainConfig", "IngressConfig",
-    "LoadContext",
+    "LoadContext", "TLSConfig",
 ]
 
 #: selector strategies and their GOST aliases
@@ -77,9 +77,21 @@ class ConnectorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """GOST's ``tls`` block, on a listener (server side) or a dialer (client side)."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None      #: listener: require client certs from this CA; dialer: verify against it
+    server_name: str | None = None  #: dialer: SNI and the name to verify (default: the node's host)
+    secure: bool = False            #: dialer: verify the chain and the host name
+
+
+@dataclass(frozen=True, slots=True)
 class DialerConfig:
-    type: str                 #: tcp
+    type: str                 #: tcp | tls | ws | wss
     metadata: Metadata
+    tls: TLSConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +138,7 @@ class ListenerConfig:
     type: str
     metadata: Metadata
     chain: ChainConfig | None = None
+    tls: TLSConfig | None = None    #: for tls/wss listeners; falls back to the top-level ``tls``
 
 
 @dataclass(frozen=True, slots=True)

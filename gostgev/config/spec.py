@@ -35,6 +35,7 @@ _SELECTOR_KEYS = {"strategy": "strategy", "maxfails": "maxFails", "max_fails": "
                   "failtimeout": "failTimeout", "fail_timeout": "failTimeout"}
 _SERVICE_ONLY_KEYS = frozenset(("proxyprotocol", "interface", "so_mark", "netns"))
 _LISTENER_TLS_KEYS = {"certfile": "certFile", "keyfile": "keyFile", "cafile": "caFile"}
+_DIALER_TLS_KEYS = {**_LISTENER_TLS_KEYS, "secure": "secure", "servername": "serverName"}
 
 
 def _split(url, what):
@@ -111,6 +112,10 @@ def hop_from_url(url, index):
         nodes.append(node)
     hop = {"name": "hop-%d" % index, "nodes": nodes, "metadata": {}}
     for key, value in query:
+        if key.lower() in _DIALER_TLS_KEYS:
+            for node in nodes:
+                node["dialer"].setdefault("tls", {})[_DIALER_TLS_KEYS[key.lower()]] = value
+            continue
         name, scopes = _scoped(key, ("hop", "node", "connector", "dialer"))
         if "hop" in scopes:
             hop["metadata"][name] = value

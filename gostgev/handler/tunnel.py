@@ -41,12 +41,6 @@ from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, read_hea
 from gostgev.netio.pipe import pipe
 from gostgev.tunnel import NoConnector, TunnelRegistry
 
-
-def accepting_proxy_headers(handle, log):
-    from gostgev.service import accepting_proxy_headers as wrap  # service imports handlers
-
-    return wrap(handle, log)
-
 __all__ = ["TunnelHandler", "TunnelOptions"]
 
 #: default deadline for a relay request on the tunnel port and for the
@@ -333,10 +327,7 @@ class Entrypoint:
 
     def start(self, gate):
         """Listen; the service's admission and connection limits apply here too."""
-        handle = gate.wrap(self.handle)
-        if self.handler.options.entrypoint_proxy:
-            handle = accepting_proxy_headers(handle, self.log)
-        self.listener.start(handle)
+        self.listener.start(self.handle, gate=gate, accept_proxy=self.handler.options.entrypoint_proxy)
 
     def close(self):
         self.listener.close()
