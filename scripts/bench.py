@@ -15,6 +15,7 @@ Paths
   forwarder -> gostgev tcp handler with sniffing -> nginx
   tunnel    -> gostgev entrypoint -> tunnel server ══ tunnel client -> nginx
               (server and client are separate processes, as deployed)
+  tunnel-tls  the same, with the tunnel connection over TLS (self-signed, unverified)
 
 Figures, per path
   bulk MB/s       one download of --bulk-mib MiB with curl (size checked)
@@ -199,7 +200,8 @@ def main():
             fh.write(os.urandom(1024))
         with open(os.path.join(tmp, "www", "big"), "wb") as fh:
             fh.truncate(size)
-        ports = {name: free_port() for name in ("nginx", "haproxy", "forwarder", "tunnel", "entrypoint")}
+        ports = {name: free_port() for name in ("nginx", "haproxy", "forwarder", "tunnel", "entrypoint",
+                                                 "tunnel-tls", "entrypoint-tls")}
         try:
             with open(os.path.join(tmp, "nginx.conf"), "w") as fh:
                 fh.write(NGINX_CONF.format(dir=tmp, port=ports["nginx"]))
@@ -216,9 +218,15 @@ def main():
                 ports["tunnel"], ports["entrypoint"], HOST, TUNNEL_ID)))
             client = procs.start(gostgev("-L", "rtcp://:0/%s" % backend,
                                          "-F", "tunnel://127.0.0.1:%d?tunnel.id=%s" % (ports["tunnel"], TUNNEL_ID)))
+            tls_id = TUNNEL_ID[:-1] + "2"
+            tls_server = procs.start(gostgev("-L", "tunnel+tls://127.0.0.1:%d?entrypoint=127.0.0.1:%d&tunnel=%s:%s" % (
+                ports["tunnel-tls"], ports["entrypoint-tls"], HOST, tls_id)))
+            tls_client = procs.start(gostgev("-L", "rtcp://:0/%s" % backend, "-F", "tunnel+tls://127.0.0.1:%d?tunnel.id=%s"
+                                             % (ports["tunnel-tls"], tls_id)))
             paths = [("direct", ports["nginx"], []), ("haproxy", ports["haproxy"], [haproxy.pid]),
                      ("forwarder", ports["forwarder"], [forwarder.pid]),
-                     ("tunnel", ports["entrypoint"], [server.pid, client.pid])]
+                     ("tunnel", ports["entrypoint"], [server.pid, client.pid]),
+                     ("tunnel-tls", ports["entrypoint-tls"], [tls_server.pid, tls_client.pid])]
             for _, port, _ in paths:
                 wait_http(port)
             rows = []

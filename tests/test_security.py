@@ -143,6 +143,9 @@ def test_garbage_on_every_port_is_survived_without_fd_leaks(start_services, back
         {"name": "fwd", "addr": "127.0.0.1:0", "handler": {"type": "tcp", "metadata": {
             "sniffing": True, "sniffing.timeout": "0.5s"}}, "forwarder": {"nodes": [{"name": "n", "addr": site.addr}]}},
         {"name": "files", "addr": "127.0.0.1:0", "handler": {"type": "file", "metadata": {"dir": "www"}}},
+        {"name": "tls", "addr": "127.0.0.1:0", "handler": {"type": "relay"}, "listener": {"type": "tls"}},
+        {"name": "ws", "addr": "127.0.0.1:0", "handler": {"type": "relay"}, "listener": {"type": "ws"}},
+        {"name": "wss", "addr": "127.0.0.1:0", "handler": {"type": "relay"}, "listener": {"type": "wss"}},
     ]
     services = start_services(raw, base_dir=str(tmp_path))
     ports = [svc.address[1] for svc in services.values()] + [services["server"].handler.entrypoints[0].address[1]]
@@ -153,7 +156,10 @@ def test_garbage_on_every_port_is_survived_without_fd_leaks(start_services, back
     gevent.sleep(0.2)
     before = open_fds()
     rng = random.Random(7)
-    prefixes = [b"", b"\x01", b"\x01\x02\x00\x20", b"\x16\x03\x01\x00\x10", b"GET / HTTP/1.1\r\nHost:", b"\x02\x00"]
+    prefixes = [b"", b"\x01", b"\x01\x02\x00\x20", b"\x16\x03\x01\x00\x10", b"GET / HTTP/1.1\r\nHost:", b"\x02\x00",
+                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"]
 
     def attack(port, prefix):
         try:
@@ -168,3 +174,19 @@ def test_garbage_on_every_port_is_survived_without_fd_leaks(start_services, back
     assert all(job.ready() for job in jobs)
     assert http_get(entrypoint, "a.local") == (200, b"site")      # still serving
     assert wait_until(lambda: open_fds() <= before, 5), (before, open_fds())
+
+
+def test_oversized_heads_are_refused_and_the_service_goes_on(start_services, backend):
+    site = backend(name_responder("site"))
+    port = forwarder(start_services, site.addr)
+    with connect(port) as sock:
+        try:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + b"a" * 40000 + b"\r\n\r\n")
+        except OSError:
+            pass   # the proxy may stop reading before we finish writing
+        assert recv_all(sock).startswith(b"HTTP/1.1 400 ")
+    with connect(port) as sock:   # a ClientHello claiming more than the 64 KiB cap
+        sock.sendall(b"\x16\x03\x01\x40\x00" + b"\x01\xff\xff\xff" + b"\x00" * 100)
+        assert recv_all(sock) == b""
+    assert http_get(port, "x") == (200, b"site")
+    assert site.connections == 1
