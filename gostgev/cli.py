@@ -23,9 +23,11 @@ from gostgev.config.dump import to_raw
 from gostgev.config.load import build_config, read_file
 from gostgev.config.model import LOG_LEVELS
 from gostgev.config.spec import apply_cli
+from gostgev.daemon import PidFile, PidFileError, daemonize
 from gostgev.errors import ConfigError
-from gostgev.logsetup import setup_logging
-from gostgev.service import Service, ServiceError
+from gostgev.logsetup import reopen_logs, setup_logging
+from gostgev.runtime import Runtime
+from gostgev.service import ServiceError
 
 __all__ = ["main"]
 
@@ -54,6 +56,8 @@ def build_parser():
                         help="print the resolved config in this format and exit")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="on SIGTERM/SIGINT, wait this long for live connections (default %(default)s)")
+    parser.add_argument("--daemon", action="store_true", help="detach and run in the background")
+    parser.add_argument("--pidfile", metavar="PATH", help="write the process id here (removed on exit)")
     parser.add_argument("-V", "--version", action="version", version="gostgev " + __version__)
     return parser
 
@@ -67,7 +71,7 @@ def load(args, warnings):
         raw = apply_cli(raw, args.service, args.node)
     except ValueError as exc:
         raise ConfigError("command line", str(exc)) from None
-    base_dir = os.path.dirname(os.path.abspath(args.config)) if args.config else os.getcwd()
+    base_dir = os.path.dirname(args.config) if args.config else args.start_dir
     config = build_config(raw, warnings, base_dir=base_dir)
     if not config.services:
         raise ConfigError("services", "no services configured (give -c FILE or -L URL)")
@@ -76,6 +80,11 @@ def load(args, warnings):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # Absolute paths, so a reload after --daemon's chdir("/") still finds them.
+    args.start_dir = os.getcwd()
+    for name in ("config", "log_file", "pidfile"):
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
     warnings = []
     try:
         config = load(args, warnings)
@@ -98,41 +107,56 @@ def main(argv=None):
         return 2
     for warning in warnings:
         log.warning(warning)
-    return run(config, args.grace)
-
-
-def run(config, grace):
-    services = [Service(svc) for svc in config.services]
-    started = []
+    if args.daemon:
+        daemonize()
+    pidfile = PidFile(args.pidfile) if args.pidfile else None
     try:
-        for service in services:
-            service.start()
-            started.append(service)
+        if pidfile is not None:
+            pidfile.create()
+    except PidFileError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
+        return run(config, args)
+    finally:
+        if pidfile is not None:
+            pidfile.remove()
+
+
+def run(config, args):
+    def reload_config(warnings):
+        # Paths in args are absolute or relative to where we started (we may be in / now).
+        return load(args, warnings)
+
+    runtime = Runtime(reload_config, args.grace)
+    try:
+        runtime.start(config)
     except ServiceError as exc:
         log.error("%s", exc)
-        _stop_all(started, 0)
         return 1
     stopping = gevent.event.Event()
 
-    def on_signal(signum):
-        # Signal handlers only schedule: the stop runs in the main greenlet.
+    # Signal handlers only schedule work; it runs in greenlets of its own.
+    def on_stop(signum):
         log.info("received %s, stopping", signal.Signals(signum).name)
         stopping.set()
 
+    def on_reload():
+        log.info("received SIGHUP, reloading %s", args.config or "the command line")
+        gevent.spawn(runtime.reload)
+
+    def on_reopen():
+        gevent.spawn(reopen_logs)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, on_signal, signum)
-    log.info("gostgev %s started with %d service(s)", __version__, len(started))
+        gevent.signal_handler(signum, on_stop, signum)
+    gevent.signal_handler(signal.SIGHUP, on_reload)
+    gevent.signal_handler(signal.SIGUSR1, on_reopen)
+    log.info("gostgev %s started with %d service(s)", __version__, len(runtime.services))
     stopping.wait()
-    _stop_all(started, grace)
+    runtime.stop()
     log.info("stopped")
     return 0
-
-
-def _stop_all(services, grace):
-    # Close every listener first so no service accepts while another drains.
-    for service in services:
-        service.close()
-    gevent.joinall([gevent.spawn(service.stop, grace) for service in services])
 
 
 if __name__ == "__main__":

@@ -63,6 +63,11 @@ class Ingress:
     def rules(self):
         return list(self._rules.values())
 
+    def replace(self, rules):
+        """All rules at once (a reload); lookups in flight see the old or the new table."""
+        self._rules = {rule.hostname: rule for rule in rules}
+        self._rebuild()
+
     def set_rule(self, rule):
         self._rules[rule.hostname] = rule
         self._rebuild()

@@ -14,7 +14,7 @@ import time
 
 from gostgev.config.model import LOG_LEVELS
 
-__all__ = ["FieldsLogger", "get_logger", "setup_logging"]
+__all__ = ["FieldsLogger", "get_logger", "setup_logging", "reopen_logs"]
 
 
 class FieldsLogger(logging.LoggerAdapter):
@@ -86,3 +86,15 @@ def setup_logging(level="info", fmt="text", output="stderr"):
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(LOG_LEVELS.get(level, "INFO"))
+
+
+def reopen_logs():
+    """Reopen log files (SIGUSR1), so logrotate can move them away."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                handler.close()   # the next record opens the file again, by name
+            finally:
+                handler.release()
+    logging.getLogger("gostgev").info("log files reopened")

@@ -26,22 +26,29 @@ class Gate:
     """Admission and connection limits in front of a handler."""
 
     def __init__(self, config, log):
-        self.admission = config.admission
-        self.limiter = ConnLimiter.parse(config.climits) if config.climits else None
         self.warn = RateLimitedLog(log)
+        self.climits = None
+        self.limiter = None
+        self.update(config)
+
+    def update(self, config):
+        """New admission and limits for new connections (a reload)."""
+        self.admission = config.admission
+        if config.climits != self.climits:
+            # Live connections release on the limiter that counted them.
+            self.climits = config.climits
+            self.limiter = ConnLimiter.parse(config.climits) if config.climits else None
 
     def wrap(self, handle):
-        if self.admission is None and self.limiter is None:
-            return handle
-
         def gated(conn, address, *args):
             ip = address[0]
             if self.admission is not None and not self.admission.allows(ip):
                 self.warn.warning("admission", "client %s refused by admission, closing", ip)
                 return
-            if self.limiter is None:
+            limiter = self.limiter
+            if limiter is None:
                 return handle(conn, address, *args)
-            reason = self.limiter.acquire(ip)
+            reason = limiter.acquire(ip)
             if reason is not None:
                 self.warn.warning("climiter", "%s, refusing %s", reason, ip)
                 _tell_http_client(conn, 429, "too many connections")
@@ -49,7 +56,7 @@ class Gate:
             try:
                 return handle(conn, address, *args)
             finally:
-                self.limiter.release(ip)
+                limiter.release(ip)
 
         return gated
 
@@ -98,6 +105,19 @@ class Service:
         except Exception:
             # A handler bug must cost one connection, not the service.
             self.log.exception("handler error", fields={"remote": format_address(address)})
+
+    def can_reconfigure(self, config):
+        """Whether ``config`` can be applied without a new listener."""
+        old = self.config
+        return (config.addr == old.addr and config.handler.type == old.handler.type
+                and config.listener == old.listener
+                and config.metadata.int("proxyprotocol", default=0) == old.metadata.int("proxyprotocol", default=0))
+
+    def reconfigure(self, config):
+        """Apply a reloaded config in place: the listener and live connections stay."""
+        self.config = config
+        self.gate.update(config)
+        self.handler.reconfigure(config)
 
     def close(self):
         """Stop accepting; live connections go on."""

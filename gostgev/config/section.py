@@ -126,6 +126,12 @@ class Metadata:
     def as_dict(self):
         return dict(self._items)
 
+    def __eq__(self, other):
+        # Reload compares configurations: equal keys and values mean unchanged.
+        return isinstance(other, Metadata) and self._items == other._items
+
+    __hash__ = None
+
     def __contains__(self, key):
         return key.lower() in self._items
 

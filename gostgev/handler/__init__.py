@@ -30,6 +30,11 @@ class Handler:
         self.options = service_config.handler.options
         self.log = log
 
+    def reconfigure(self, service_config):
+        """Take a reloaded config; connections already running keep what they had."""
+        self.config = service_config
+        self.options = service_config.handler.options
+
     def start(self, service):
         """Called before the service listens; handlers with listeners of their own open them here."""
 

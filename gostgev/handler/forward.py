@@ -75,6 +75,13 @@ class ForwardHandler(Handler):
 
     def __init__(self, service_config, log):
         super().__init__(service_config, log)
+        self._build(service_config)
+
+    def reconfigure(self, service_config):
+        super().reconfigure(service_config)
+        self._build(service_config)
+
+    def _build(self, service_config):
         forwarder = service_config.forwarder
         self.forwarder = Forwarder(forwarder) if forwarder is not None and forwarder.nodes else None
         self.chain = None

@@ -116,9 +116,13 @@ class TunnelHandler(Handler):
     def __init__(self, service_config, log):
         super().__init__(service_config, log)
         self.registry = TunnelRegistry()
+        self.service = None
         opts = self.options
         self.ingress = Ingress(opts.ingress.name, opts.ingress.rules) if opts.ingress else None
         self.entrypoints = [Entrypoint(self, addr, self._ingress_for(cfg)) for addr, cfg in opts.entrypoints]
+        self._collect_ingresses()
+
+    def _collect_ingresses(self):
         # Every ingress this handler routes with: what "registered" means for tunnel.strict.
         self.ingresses = [i for i in [self.ingress] + [ep.ingress for ep in self.entrypoints] if i is not None]
 
@@ -129,9 +133,43 @@ class TunnelHandler(Handler):
             return self.ingress   # shared, so run-time rule changes reach both
         return Ingress(config.name, config.rules)
 
+    def reconfigure(self, service_config):
+        """New rules and options; registered tunnel connections and the registry stay."""
+        super().reconfigure(service_config)
+        opts = self.options
+        if opts.ingress is None:
+            self.ingress = None
+        elif self.ingress is not None and self.ingress.name == opts.ingress.name:
+            self.ingress.replace(opts.ingress.rules)
+        else:
+            self.ingress = Ingress(opts.ingress.name, opts.ingress.rules)
+        running = {str(ep.addr): ep for ep in self.entrypoints}
+        entrypoints = []
+        for addr, cfg in opts.entrypoints:
+            entrypoint = running.pop(str(addr), None)
+            ingress = self._ingress_for(cfg)
+            if entrypoint is None:
+                entrypoint = Entrypoint(self, addr, ingress)
+                try:
+                    entrypoint.start(self.service.gate)
+                except OSError as exc:
+                    self.log.error("entrypoint %s: cannot listen: %s", addr, exc.strerror or exc)
+                    continue
+            elif ingress is not None and entrypoint.ingress is not None and ingress is not self.ingress:
+                entrypoint.ingress.replace(ingress.rules)
+            else:
+                entrypoint.ingress = ingress
+            entrypoints.append(entrypoint)
+        for gone in running.values():
+            gone.close()
+            gevent.spawn(gone.stop, 10)
+        self.entrypoints = entrypoints
+        self._collect_ingresses()
+
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self, service):
+        self.service = service
         started = []
         try:
             for entrypoint in self.entrypoints:
