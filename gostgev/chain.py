@@ -15,6 +15,7 @@ so the next attempt tries another server when a hop lists several.
 
 import logging
 
+from gostgev import metrics
 from gostgev.addr import parse_addr
 from gostgev.connector import CONNECTORS
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, DIALERS
@@ -72,12 +73,14 @@ class Chain:
             conn = self._through(route)
         except OSError:
             route[0][1].mark_failed()
+            metrics.chain_error(self.name, route[0][1].name)
             raise
         try:
             result = finish(conn)
         except BaseException:
             conn.close()
             route[-1][1].mark_failed()
+            metrics.chain_error(self.name, route[-1][1].name)
             raise
         for _, node in route:
             node.mark_ok()

@@ -18,15 +18,18 @@ import gevent
 import gevent.event
 import yaml
 
-from gostgev import __version__
+from gostgev import __version__, metrics
+from gostgev.api import ApiServer
 from gostgev.config.dump import to_raw
 from gostgev.config.load import build_config, read_file
 from gostgev.config.model import LOG_LEVELS
 from gostgev.config.spec import apply_cli
 from gostgev.daemon import PidFile, PidFileError, daemonize
 from gostgev.errors import ConfigError
+from gostgev.listener import format_address
 from gostgev.logsetup import reopen_logs, setup_logging
-from gostgev.runtime import Runtime
+from gostgev.metrics import MetricsServer
+from gostgev.runtime import ApiView, Runtime
 from gostgev.service import ServiceError
 
 __all__ = ["main"]
@@ -56,6 +59,8 @@ def build_parser():
                         help="print the resolved config in this format and exit")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="on SIGTERM/SIGINT, wait this long for live connections (default %(default)s)")
+    parser.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics here (overrides metrics.addr)")
+    parser.add_argument("--api", metavar="ADDR", help="serve the web API here (overrides api.addr)")
     parser.add_argument("--daemon", action="store_true", help="detach and run in the background")
     parser.add_argument("--pidfile", metavar="PATH", help="write the process id here (removed on exit)")
     parser.add_argument("-V", "--version", action="version", version="gostgev " + __version__)
@@ -72,6 +77,9 @@ def load(args, warnings):
     except ValueError as exc:
         raise ConfigError("command line", str(exc)) from None
     base_dir = os.path.dirname(args.config) if args.config else args.start_dir
+    for flag, section in ((args.metrics, "metrics"), (args.api, "api")):
+        if flag:
+            raw[section] = {**(raw.get(section) or {}), "addr": flag}
     config = build_config(raw, warnings, base_dir=base_dir)
     if not config.services:
         raise ConfigError("services", "no services configured (give -c FILE or -L URL)")
@@ -130,8 +138,9 @@ def run(config, args):
 
     runtime = Runtime(reload_config, args.grace)
     try:
+        admin = start_admin(config, runtime)
         runtime.start(config)
-    except ServiceError as exc:
+    except (ServiceError, OSError, ValueError) as exc:
         log.error("%s", exc)
         return 1
     stopping = gevent.event.Event()
@@ -155,8 +164,29 @@ def run(config, args):
     log.info("gostgev %s started with %d service(s)", __version__, len(runtime.services))
     stopping.wait()
     runtime.stop()
+    for server in admin:
+        server.stop()
     log.info("stopped")
     return 0
+
+
+def start_admin(config, runtime):
+    """The metrics and API endpoints; they live as long as the process, across reloads."""
+    servers = []
+    if config.metrics is not None:
+        metrics.enable()
+        server = MetricsServer((config.metrics.addr.host, config.metrics.addr.port), config.metrics.path,
+                               config.metrics.auther)
+        server.start()
+        servers.append(server)
+        log.info("metrics on http://%s%s", format_address(server.address), config.metrics.path)
+    if config.api is not None:
+        server = ApiServer(ApiView(runtime), (config.api.addr.host, config.api.addr.port), config.api.path,
+                           config.api.auther, access_log=config.api.access_log)
+        server.start()
+        servers.append(server)
+        log.info("web API on http://%s%s", format_address(server.address), config.api.path or "/")
+    return servers
 
 
 if __name__ == "__main__":

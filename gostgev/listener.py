@@ -19,6 +19,7 @@ import gevent.pool
 from gevent import socket
 from gevent.server import StreamServer
 
+from gostgev import metrics
 from gostgev.codec import relay
 from gostgev.errors import ProtocolError
 from gostgev.netio.peek import PeerClosed, read_head, with_prefix
@@ -216,6 +217,7 @@ class RtcpListener(TcpListener):
                 break
             self.log.warning("tunnel disconnected: %s; reconnecting in %gs",
                              bound.session.close_reason or "connection closed", delay)
+            metrics.tunnel_reconnect(self.service_config.name)
             gevent.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 

@@ -19,10 +19,11 @@ import logging
 import gevent
 from gevent.lock import Semaphore
 
+from gostgev import metrics
 from gostgev.errors import ConfigError
 from gostgev.service import Service, ServiceError
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "ApiView"]
 
 log = logging.getLogger("gostgev")
 
@@ -47,6 +48,7 @@ class Runtime:
             raise
         self.config = config
         self.services = started
+        metrics.services(len(started))
 
     def reload(self):
         """Apply the configuration as it is now on disk; ``(ok, message)``."""
@@ -93,6 +95,7 @@ class Runtime:
             changes.append(("*" if service is not None else "+") + svc_config.name)
         self.services = current
         self.config = new
+        metrics.services(len(current))
         return changes
 
     def _retire(self, service):
@@ -111,9 +114,41 @@ class Runtime:
 
     # -- what the API shows ------------------------------------------------------------
 
-    def describe_services(self):
+    def _tunnel_handlers(self):
+        return [(name, s.handler) for name, s in self.services.items() if hasattr(s.handler, "registry")]
+
+    def services_info(self):
         return [{"name": s.config.name, "addr": str(s.config.addr), "handler": s.config.handler.type,
                  "listener": s.config.listener.type} for s in self.services.values()]
 
-    def tunnel_handlers(self):
-        return [(name, s.handler) for name, s in self.services.items() if hasattr(s.handler, "registry")]
+    def tunnels(self):
+        return [{"service": name, "tunnel": tunnel.id.text,
+                 "connections": [c.describe() for c in tunnel.connectors if not c.closed]}
+                for name, handler in self._tunnel_handlers() for tunnel in handler.registry.tunnels()]
+
+    def ingresses(self):
+        """Live Ingress objects by name: the API changes them in place."""
+        found = {}
+        for _, handler in self._tunnel_handlers():
+            for ingress in handler.ingresses:
+                found.setdefault(ingress.name, ingress)
+        return found
+
+
+class ApiView:
+    """What the web API sees of the runtime (its ``services()`` means the listing)."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def services(self):
+        return self.runtime.services_info()
+
+    def tunnels(self):
+        return self.runtime.tunnels()
+
+    def ingresses(self):
+        return self.runtime.ingresses()
+
+    def reload(self):
+        return self.runtime.reload()

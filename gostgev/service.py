@@ -6,6 +6,7 @@ exceptions are logged here, once, so that one bad connection never takes the
 service down.
 """
 
+from gostgev import metrics
 from gostgev.codec.http import simple_response
 from gostgev.codec.sniff import HTTP
 from gostgev.handler import HANDLERS
@@ -100,11 +101,16 @@ class Service:
                                   exc.strerror or exc)) from None
 
     def _handle(self, conn, address, target=None):
+        token = metrics.request_started(self.config.name)
+        failed = True
         try:
-            self.handler.handle(conn, address, target)
+            # A handler returns something (the reason) when the connection failed.
+            failed = bool(self.handler.handle(conn, address, target))
         except Exception:
             # A handler bug must cost one connection, not the service.
             self.log.exception("handler error", fields={"remote": format_address(address)})
+        finally:
+            metrics.request_finished(token, failed)
 
     def can_reconfigure(self, config):
         """Whether ``config`` can be applied without a new listener."""

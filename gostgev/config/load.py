@@ -14,6 +14,7 @@ from gostgev.addr import normalize_host, parse_addr
 from gostgev.config.model import (
     LOG_LEVELS,
     STRATEGIES,
+    AdminConfig,
     AuthConfig,
     ChainConfig,
     ChainNodeConfig,
@@ -42,7 +43,7 @@ __all__ = ["load_file", "read_file", "build_config"]
 _UNSUPPORTED_TOP = (
     "bypasses", "resolvers", "hosts", "sds",
     "limiters", "climiters", "rlimiters", "quotas", "observers", "recorders", "routers",
-    "rewriters", "caches", "loggers", "api", "metrics", "profiling", "plugins",
+    "rewriters", "caches", "loggers", "profiling", "plugins",
 )
 _UNSUPPORTED_SERVICE = (
     "bypass", "bypasses", "rlimiter", "limiter",
@@ -103,9 +104,11 @@ def build_config(raw, warnings, base_dir="."):
         names.add(service.name)
         services.append(service)
     log = _log(root.section("log"))
+    metrics = _admin(root.section("metrics"), authers, "/metrics", "path")
+    api = _admin(root.section("api"), authers, "", "pathprefix")
     root.unsupported(*_UNSUPPORTED_TOP)
     root.finish()
-    return Config(services=tuple(services), log=log, base_dir=base_dir,
+    return Config(services=tuple(services), log=log, base_dir=base_dir, metrics=metrics, api=api,
                   chains=tuple(chains.values()), ingresses=tuple(ingresses.values()))
 
 
@@ -120,6 +123,20 @@ def _named(root, key, parse):
             raise ConfigError(sec.key_path("name"), "duplicate name %r" % name)
         out[name] = parse(sec, name)
     return out
+
+
+def _admin(sec, authers, default_path, path_key):
+    """``metrics:`` or ``api:``; the auth is checked like a handler's."""
+    if sec is None:
+        return None
+    try:
+        addr = parse_addr(sec.str("addr") or "")
+    except ValueError as exc:
+        raise ConfigError(sec.key_path("addr"), str(exc)) from None
+    config = AdminConfig(addr=addr, path=sec.str(path_key) or default_path,
+                         auther=_handler_auther(sec, authers), access_log=sec.bool("accesslog", False))
+    sec.finish()
+    return config
 
 
 def _log(sec):

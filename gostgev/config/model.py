@@ -13,7 +13,7 @@ __all__ = [
     "LogConfig", "SelectorConfig", "NodeConfig", "ForwarderConfig", "HandlerConfig",
     "ListenerConfig", "ServiceConfig", "Config", "STRATEGIES", "LOG_LEVELS", "AuthConfig",
     "ConnectorConfig", "DialerConfig", "ChainNodeConfig", "HopConfig", "ChainConfig", "IngressConfig",
-    "LoadContext", "TLSConfig",
+    "LoadContext", "TLSConfig", "AdminConfig",
 ]
 
 #: selector strategies and their GOST aliases
@@ -163,9 +163,21 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The ``metrics`` or ``api`` section: an HTTP endpoint of the process itself."""
+
+    addr: Addr
+    path: str = ""            #: metrics: the path (default /metrics); api: the path prefix
+    auther: object = None     #: gostgev.auth.Auther from auth/auther, or None
+    access_log: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     services: tuple
     log: LogConfig = LogConfig()
+    metrics: AdminConfig | None = None
+    api: AdminConfig | None = None
     chains: tuple = ()
     ingresses: tuple = ()
     #: directory of the config file; relative paths in the config start here

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gostgev import metrics
 from gostgev.addr import host_without_port, parse_addr, split_host_port
 from gostgev.codec.http import simple_response
 from gostgev.codec.sniff import HTTP, TLS
@@ -111,13 +112,11 @@ class ForwardHandler(Handler):
         else:
             nodes = [None] if target else []   # no forwarder: the header's target itself
         if not nodes:
-            self._refuse(conn, sniffed, 502, "no route for host %s" % (host or "(none)"), log)
-            return
+            return self._refuse(conn, sniffed, 502, "no route for host %s" % (host or "(none)"), log)
         upstream, node = self._dial(nodes, sniffed, target, client, log)
         if upstream is None:
-            self._refuse(conn, sniffed, self.dial_failure_status,
-                         "no node reachable for host %s" % (host or "(none)"), log)
-            return
+            return self._refuse(conn, sniffed, self.dial_failure_status,
+                                "no node reachable for host %s" % (host or "(none)"), log)
         log = log.bind(node=node.name if node is not None else "direct")
         data = sniffed.data if sniffed else b""
         version = self._proxy_version(node)
@@ -135,6 +134,8 @@ class ForwardHandler(Handler):
         log.info("%s closed", "connection" if error is None else "connection failed",
                  fields={"inputBytes": len(data) + up, "outputBytes": down,
                          "duration": "%.3fs" % (time.monotonic() - started), "error": error})
+        metrics.transfer(self.config.name, len(data) + up, down)
+        return error
 
     #: HTTP status when every node failed to dial
     dial_failure_status = 503
@@ -191,6 +192,7 @@ class ForwardHandler(Handler):
             sniffed = _probe_http(conn)
         if sniffed is not None and sniffed.protocol == HTTP:
             close_gently(conn, simple_response(status, "gostgev: " + message))
+        return message
 
 
 @HANDLERS.register("rtcp")

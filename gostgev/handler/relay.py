@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import gevent
 
+from gostgev import metrics
 from gostgev.addr import parse_addr
 from gostgev.auth import authorized
 from gostgev.codec import relay
@@ -95,6 +96,7 @@ class RelayHandler(Handler):
             upstream.close()
         log.info("connection closed", fields={"inputBytes": len(leftover) + up, "outputBytes": down,
                                               "duration": "%.3fs" % (time.monotonic() - started)})
+        metrics.transfer(self.config.name, len(leftover) + up, down)
 
     def _bind(self, conn, request, log):
         if not self.options.bind:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import gevent
 
+from gostgev import metrics
 from gostgev.addr import host_without_port, parse_addr, split_host_port
 from gostgev.auth import authorized
 from gostgev.codec import relay
@@ -252,16 +253,26 @@ class TunnelHandler(Handler):
                              name="tunnel %s" % tunnel_id.text)
         connector = ServerConnector(connector_id, tunnel_id, session, format_address(address), udp)
         self.registry.add(tunnel_id, connector)
-        session.link_closed(lambda _session: self.registry.remove(tunnel_id, connector))
+        self._count_connections(tunnel_id)
+
+        def unregister(_session=None):
+            self.registry.remove(tunnel_id, connector)
+            self._count_connections(tunnel_id)
+
+        session.link_closed(unregister)
         log = log.bind(tunnel=tunnel_id.text, connector=connector_id.text)
         log.info("tunnel connection registered", fields={"weight": tunnel_id.weight or 1,
                                                           "network": "udp" if udp else "tcp"})
         try:
             session.refuse_streams_until_closed()   # the client never opens streams
         finally:
-            self.registry.remove(tunnel_id, connector)
+            unregister()
         log.info("tunnel connection closed: %s", session.close_reason or "closed",
                  fields={"duration": "%.0fs" % (time.monotonic() - connector.since)})
+
+    def _count_connections(self, tunnel_id):
+        tunnel = self.registry.get(tunnel_id)
+        metrics.tunnel_connections(self.config.name, tunnel_id.text, len(tunnel.connectors) if tunnel else 0)
 
     def _public_name(self, host, tunnel_id):
         """The name reported to a binding client (GOST's endpoint rules)."""
@@ -308,6 +319,7 @@ class TunnelHandler(Handler):
         started = time.monotonic()
         up = down = 0
         error = None
+        metrics.tunnel_stream(self.config.name, connector.tunnel_id.text)
         try:
             stream.sendall(relay.Response(relay.OK, addrs=(src, dst)).encode() + data)
             up, down = pipe(conn, stream)
@@ -315,6 +327,10 @@ class TunnelHandler(Handler):
             error = exc.strerror or str(exc)
         finally:
             stream.close()
+            connector.streams += 1
+            connector.bytes_in += len(data) + up
+            connector.bytes_out += down
+            metrics.transfer(self.config.name, len(data) + up, down)
         log.info("connection closed", fields={
             "connector": connector.id.text, "inputBytes": len(data) + up, "outputBytes": down,
             "duration": "%.3fs" % (time.monotonic() - started), "error": error})
@@ -330,7 +346,8 @@ def reply(conn, status):
 class ServerConnector:
     """One registered client connection, as the registry sees it."""
 
-    __slots__ = ("id", "tunnel_id", "session", "remote", "udp", "weight", "since")
+    __slots__ = ("id", "tunnel_id", "session", "remote", "udp", "weight", "since", "connected_at",
+                 "streams", "bytes_in", "bytes_out")
 
     def __init__(self, connector_id, tunnel_id, session, remote, udp):
         self.id = connector_id
@@ -340,6 +357,14 @@ class ServerConnector:
         self.udp = udp
         self.weight = tunnel_id.weight
         self.since = time.monotonic()
+        self.connected_at = time.time()   # for people: the API shows it
+        self.streams = self.bytes_in = self.bytes_out = 0
+
+    def describe(self):
+        return {"id": self.id.text, "remote": self.remote, "since": int(self.connected_at),
+                "weight": self.weight or 1, "network": "udp" if self.udp else "tcp",
+                "openStreams": self.session.num_streams, "streams": self.streams,
+                "bytesIn": self.bytes_in, "bytesOut": self.bytes_out}
 
     @property
     def closed(self):
