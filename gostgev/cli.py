@@ -107,50 +107,63 @@ def main(argv=None):
             print(yaml.safe_dump(raw, sort_keys=False), end="")
         return 0
 
-    level = "debug" if args.debug else (args.log_level or config.log.level)
     try:
-        setup_logging(level, args.log_format or config.log.format, args.log_file or config.log.output)
+        apply_logging(config, args)
     except OSError as exc:
         print("gostgev: log.output: %s" % exc, file=sys.stderr)
         return 2
     for warning in warnings:
         log.warning(warning)
-    if args.daemon:
-        daemonize()
     pidfile = PidFile(args.pidfile) if args.pidfile else None
     try:
         if pidfile is not None:
-            pidfile.create()
+            pidfile.check()          # before binding anything: is another gostgev running?
     except PidFileError as exc:
-        log.error("%s", exc)
+        print("gostgev: %s" % exc, file=sys.stderr)
         return 1
+    ready = daemonize() if args.daemon else _print_failure
     try:
-        return run(config, args)
+        return run(config, args, pidfile, ready)
     finally:
         if pidfile is not None:
             pidfile.remove()
 
 
-def run(config, args):
+def _print_failure(status, message=""):
+    """Foreground stand-in for the daemon's readiness report: errors are already logged."""
+
+
+def apply_logging(config, args):
+    """Log settings from the config, with the command line winning."""
+    level = "debug" if args.debug else (args.log_level or config.log.level)
+    setup_logging(level, args.log_format or config.log.format, args.log_file or config.log.output)
+
+
+def run(config, args, pidfile=None, ready=_print_failure):
     def reload_config(warnings):
         # Paths in args are absolute or relative to where we started (we may be in / now).
         return load(args, warnings)
 
-    runtime = Runtime(reload_config, args.grace)
-    try:
-        admin = start_admin(config, runtime)
-        runtime.start(config)
-    except (ServiceError, OSError, ValueError) as exc:
-        log.error("%s", exc)
-        return 1
+    def reloaded(new_config):
+        try:
+            apply_logging(new_config, args)
+        except OSError as exc:
+            log.error("reload: log.output: %s", exc)
+
+    runtime = Runtime(reload_config, args.grace, on_reload=reloaded)
     stopping = gevent.event.Event()
 
     # Signal handlers only schedule work; it runs in greenlets of its own.
+    # They are installed before anything starts: a signal's default action
+    # (terminate) must never hit a process that already announced itself.
     def on_stop(signum):
         log.info("received %s, stopping", signal.Signals(signum).name)
         stopping.set()
 
     def on_reload():
+        if runtime.config is None:
+            log.warning("received SIGHUP while starting; ignored")
+            return
         log.info("received SIGHUP, reloading %s", args.config or "the command line")
         gevent.spawn(runtime.reload)
 
@@ -161,7 +174,20 @@ def run(config, args):
         gevent.signal_handler(signum, on_stop, signum)
     gevent.signal_handler(signal.SIGHUP, on_reload)
     gevent.signal_handler(signal.SIGUSR1, on_reopen)
+    admin = []
+    try:
+        admin = start_admin(config, runtime)
+        runtime.start(config)
+        if pidfile is not None:
+            pidfile.create()     # only now: whoever reads it finds a process that is serving
+    except (ServiceError, OSError, ValueError, PidFileError) as exc:
+        log.error("%s", exc)
+        for server in admin:
+            server.stop()
+        ready(1, str(exc))
+        return 1
     log.info("gostgev %s started with %d service(s)", __version__, len(runtime.services))
+    ready(0)
     stopping.wait()
     runtime.stop()
     for server in admin:

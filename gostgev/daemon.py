@@ -6,6 +6,7 @@ the fork; ``gevent.reinit()`` then gives the child a fresh event loop.
 
 import errno
 import os
+import sys
 
 import gevent
 
@@ -17,9 +18,18 @@ class PidFileError(Exception):
 
 
 def daemonize():
-    """Detach from the terminal; returns in the grandchild only."""
+    """Detach from the terminal; returns, in the grandchild only, ``ready(status, message)``.
+
+    The original process waits until the daemon calls ``ready``: it then
+    exits with that status and prints the message, so ``gostgev --daemon``
+    fails visibly (and init scripts see it) when a port is taken or the
+    config cannot start, instead of exiting 0 before anything happened.
+    """
+    read_end, write_end = os.pipe()
     if os.fork():
-        os._exit(0)
+        os.close(write_end)
+        _wait_for_daemon(read_end)
+    os.close(read_end)
     os.setsid()
     if os.fork():
         os._exit(0)
@@ -32,20 +42,49 @@ def daemonize():
         os.close(devnull)
     gevent.reinit()
 
+    def ready(status, message=""):
+        try:
+            os.write(write_end, b"%d %s" % (status, message.encode("utf-8", "replace")[:4000]))
+            os.close(write_end)
+        except OSError:
+            pass
+
+    return ready
+
+
+def _wait_for_daemon(read_end):
+    report = b""
+    while True:
+        chunk = os.read(read_end, 4096)
+        if not chunk:
+            break
+        report += chunk
+    status, _, message = report.decode("utf-8", "replace").partition(" ")
+    if not status:
+        print("gostgev: the daemon exited before it was ready", file=sys.stderr)
+        os._exit(1)
+    if message:
+        print("gostgev: %s" % message, file=sys.stderr)
+    os._exit(int(status))
+
 
 class PidFile:
     def __init__(self, path):
         self.path = path
 
-    def create(self):
-        """Write our pid; refuse if the file names another live process."""
+    def check(self):
+        """Refuse if the file names another live gostgev."""
         try:
             with open(self.path) as fh:
                 old = int(fh.read().strip() or 0)
         except (OSError, ValueError):
             old = 0
-        if old and old != os.getpid() and _alive(old):
+        if old and old != os.getpid() and _alive(old) and _is_gostgev(old):
             raise PidFileError("%s: gostgev already running as pid %d" % (self.path, old))
+
+    def create(self):
+        """Write our pid (atomically)."""
+        self.check()
         try:
             tmp = "%s.%d" % (self.path, os.getpid())
             with open(tmp, "w") as fh:
@@ -63,6 +102,14 @@ class PidFile:
         except (OSError, ValueError):
             pass
 
+
+def _is_gostgev(pid):
+    """Whether ``pid`` runs gostgev: a stale file may name a reused pid."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as fh:
+            return b"gostgev" in fh.read()
+    except OSError:
+        return True   # cannot tell (no /proc): be safe, assume it is
 
 def _alive(pid):
     try:

@@ -29,9 +29,10 @@ log = logging.getLogger("gostgev")
 
 
 class Runtime:
-    def __init__(self, load, grace):
+    def __init__(self, load, grace, on_reload=None):
         self.load = load            #: callable(warnings) -> Config; raises ConfigError
         self.grace = grace
+        self.on_reload = on_reload  #: callable(config) after a reload applied, e.g. new log settings
         self.config = None
         self.services = {}
         self._lock = Semaphore()    # one reload at a time (SIGHUP and the API may race)
@@ -62,6 +63,8 @@ class Runtime:
             for warning in warnings:
                 log.warning("%s", warning)
             changes = self._apply(new)
+            if self.on_reload is not None:
+                self.on_reload(new)
             message = "reloaded: %s" % (", ".join(changes) or "nothing changed")
             log.info("%s", message)
             return True, message

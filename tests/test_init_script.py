@@ -1,0 +1,333 @@
+"""scripts/gostgev.init as an operator uses it: ``sh gostgev.init ACTION`` against a real daemon.
+
+Each test has its own config, pid file and log file in tmp_path, named by a
+defaults file that ``GOSTGEV_DEFAULTS`` points at, and a ``gostgev`` wrapper
+first on PATH that runs this checkout.  The daemon serves a ``file`` handler
+on 127.0.0.1; the fixture kills whatever daemon a test leaves behind.
+"""
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INIT_SCRIPT = os.path.join(ROOT, "scripts", "gostgev.init")
+LOGROTATE = os.path.join(ROOT, "etc", "gostgev.logrotate")
+LOCALHOST = "127.0.0.1"
+HAVE_PROC = os.path.isdir("/proc/self")
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind((LOCALHOST, 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(predicate, timeout=10.0, step=0.05):
+    """Poll ``predicate`` until true; bounded in time and in count."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / step) + 1):
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(step)
+    return predicate()
+
+
+def alive(pid):
+    """A live process; a zombie (an orphan nobody has reaped yet) is dead."""
+    if not HAVE_PROC:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    try:
+        with open("/proc/%d/status" % pid) as fh:
+            for line in fh:
+                if line.startswith("State:"):
+                    return line.split()[1] not in ("Z", "X")
+    except OSError:
+        pass
+    return False
+
+
+def http_get(port, path="/"):
+    """``(status, body)`` of one GET, or None when nothing answers."""
+    try:
+        with socket.create_connection((LOCALHOST, port), timeout=3) as sock:
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: files\r\nConnection: close\r\n\r\n" % path.encode())
+            data = b""
+            for _ in range(1000):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head:
+        return None
+    return int(head.split(b" ", 2)[1]), body
+
+
+def refuses(port):
+    try:
+        socket.create_connection((LOCALHOST, port), timeout=3).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def postrotate_script():
+    """The shell lines between ``postrotate`` and ``endscript`` in etc/gostgev.logrotate."""
+    with open(LOGROTATE) as fh:
+        lines = fh.read().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "postrotate")
+    end = next(i for i, line in enumerate(lines) if line.strip() == "endscript")
+    return "\n".join(lines[start + 1:end]) + "\n"
+
+
+class InitScript:
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        wrapper = bin_dir / "gostgev"
+        wrapper.write_text('#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$PYTHONPATH}\nexport PYTHONPATH\n'
+                           'exec %s -m gostgev "$@"\n' % (shlex.quote(ROOT), shlex.quote(sys.executable)))
+        wrapper.chmod(0o755)
+        for site in ("a", "b"):
+            (tmp_path / "www" / site).mkdir(parents=True)
+            (tmp_path / "www" / site / "index.html").write_text(site.upper() + "\n")
+        for sub in ("etc", "run", "log"):
+            (tmp_path / sub).mkdir()
+        self.port = free_port()
+        self.config = tmp_path / "etc" / "gost.yaml"
+        self.pidfile = tmp_path / "run" / "gostgev.pid"
+        self.logfile = tmp_path / "log" / "gostgev.log"
+        self.write_config("a")
+        defaults = tmp_path / "default-gostgev"
+        settings = {"GOSTGEV_CONFIG": self.config, "GOSTGEV_PIDFILE": self.pidfile,
+                    "GOSTGEV_LOGFILE": self.logfile, "GOSTGEV_GRACE": 1}
+        defaults.write_text("".join("%s=%s\n" % (k, shlex.quote(str(v))) for k, v in settings.items()))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("GOSTGEV_")}
+        self.env["GOSTGEV_DEFAULTS"] = str(defaults)
+        self.env["PATH"] = str(bin_dir) + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
+
+    def write_config(self, site):
+        self.config.write_text(yaml.safe_dump({"services": [{
+            "name": "files", "addr": "%s:%d" % (LOCALHOST, self.port),
+            "handler": {"type": "file", "metadata": {"file.dir": str(self.tmp / "www" / site)}},
+            "listener": {"type": "tcp"}}]}))
+
+    def run(self, action, env=None):
+        return subprocess.run(["sh", INIT_SCRIPT, action], capture_output=True, text=True, timeout=20,
+                              env=env or self.env, cwd=str(self.tmp))
+
+    def pid(self):
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def get(self, path="/"):
+        return http_get(self.port, path)
+
+    def our_processes(self):
+        """Live processes whose command line names this test's config: the daemons we started."""
+        if not HAVE_PROC:
+            pid = self.pid()
+            return [pid] if pid and alive(pid) else []
+        marker = str(self.config).encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as fh:
+                    args = fh.read().split(b"\0")
+            except OSError:
+                continue
+            if marker in args and alive(int(entry)):
+                found.append(int(entry))
+        return found
+
+    def cleanup(self):
+        pids = self.our_processes()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_for(lambda: not any(alive(pid) for pid in pids), 5)
+
+
+def explain(result):
+    return "exit %d\nstdout: %s\nstderr: %s" % (result.returncode, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def init(tmp_path):
+    script = InitScript(tmp_path)
+    try:
+        yield script
+    finally:
+        script.cleanup()
+
+
+def test_start_status_reload_restart_stop(init):
+    result = init.run("status")
+    assert result.returncode == 3, explain(result)
+    assert "not running" in result.stdout
+
+    result = init.run("start")
+    assert result.returncode == 0, explain(result)
+    assert result.stdout.startswith("Starting gostgev: ok")
+    assert wait_for(lambda: init.get() == (200, b"A\n"))
+    pid = init.pid()
+    assert pid and alive(pid)
+    result = init.run("status")
+    assert result.returncode == 0, explain(result)
+    assert "running (pid %d)" % pid in result.stdout
+
+    result = init.run("start")
+    assert result.returncode == 0, explain(result)
+    assert "already running" in result.stdout
+    assert init.pid() == pid and len(init.our_processes()) == 1
+
+    # reload: the same process serves the new config
+    init.write_config("b")
+    result = init.run("reload")
+    assert result.returncode == 0, explain(result)
+    assert wait_for(lambda: init.get() == (200, b"B\n"))
+    assert init.pid() == pid and alive(pid)
+
+    # a broken config is refused, and the running one keeps serving
+    init.config.write_text("services: [\n")
+    result = init.run("reload")
+    assert result.returncode == 1, explain(result)
+    assert "invalid YAML" in result.stderr
+    assert init.get() == (200, b"B\n")
+    assert init.pid() == pid and alive(pid)
+    result = init.run("restart")
+    assert result.returncode == 1, explain(result)
+    assert init.pid() == pid and alive(pid) and init.get() == (200, b"B\n")
+
+    # restart: a new process
+    init.write_config("a")
+    result = init.run("restart")
+    assert result.returncode == 0, explain(result)
+    new_pid = init.pid()
+    assert new_pid and new_pid != pid and alive(new_pid) and not alive(pid)
+    assert wait_for(lambda: init.get() == (200, b"A\n"))
+
+    result = init.run("stop")
+    assert result.returncode == 0, explain(result)
+    assert result.stdout.startswith("Stopping gostgev: ok")
+    assert not init.pidfile.exists()
+    assert not alive(new_pid)
+    assert refuses(init.port)
+    assert init.run("status").returncode == 3
+    result = init.run("stop")
+    assert result.returncode == 0 and "not running" in result.stdout
+
+
+def test_start_does_not_claim_success_for_a_broken_config(init):
+    init.config.write_text("services:\n- name: s\n  addr: 127.0.0.1:1\n  handler: {type: nope}\n")
+    result = init.run("start")
+    assert result.returncode == 1, explain(result)
+    assert "Starting gostgev: failed" in result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and 'unknown handler "nope"' in lines[0], result.stderr
+    assert not init.pidfile.exists()
+    assert init.our_processes() == []
+    assert init.run("status").returncode == 3
+
+
+def test_stale_pid_files(init):
+    dead = subprocess.Popen(["true"])
+    dead.wait(timeout=10)
+    init.pidfile.write_text("%d\n" % dead.pid)
+    result = init.run("status")
+    assert result.returncode == 1, explain(result)
+    assert "not running" in result.stdout and str(init.pidfile) in result.stdout
+    result = init.run("stop")
+    assert result.returncode == 0, explain(result)
+    assert not init.pidfile.exists()
+    assert init.run("status").returncode == 3
+
+    # the pid of a live process that is not gostgev: not ours to report or signal
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        init.pidfile.write_text("%d\n" % other.pid)
+        assert init.run("status").returncode == 1
+        result = init.run("start")
+        assert result.returncode == 0, explain(result)
+        pid = init.pid()
+        assert pid != other.pid and alive(pid)
+        assert wait_for(lambda: init.get() == (200, b"A\n"))
+        assert init.run("stop").returncode == 0
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait(timeout=10)
+
+
+def test_sigusr1_reopens_the_log_file(init):
+    result = init.run("start")
+    assert result.returncode == 0, explain(result)
+    assert wait_for(lambda: init.get() == (200, b"A\n"))
+    pid = init.pid()
+    log = init.logfile
+    assert "started" in log.read_text()
+
+    rotated = log.with_name("gostgev.log.1")
+    os.rename(log, rotated)
+    os.kill(pid, signal.SIGUSR1)
+    assert wait_for(log.exists)
+    assert init.run("reload").returncode == 0
+    assert wait_for(lambda: "reloaded" in log.read_text())
+    assert "reloaded" not in rotated.read_text()
+
+    # logrotate's postrotate does the same through the pid file
+    os.rename(log, log.with_name("gostgev.log.2"))
+    script = postrotate_script().replace("/run/gostgev.pid", str(init.pidfile))
+    assert str(init.pidfile) in script
+    assert subprocess.run(["sh", "-c", script], env=init.env, timeout=10).returncode == 0
+    assert wait_for(lambda: log.exists() and "log files reopened" in log.read_text())
+    assert init.pid() == pid and alive(pid)
+    assert init.run("stop").returncode == 0
+
+
+def test_usage_and_a_missing_gostgev(init):
+    result = init.run("bogus")
+    assert result.returncode == 2 and "Usage:" in result.stderr
+    path = "/usr/bin:/bin"
+    if shutil.which("gostgev", path=path):
+        pytest.skip("gostgev is installed in %s" % path)
+    result = init.run("start", env={**init.env, "PATH": path})
+    assert result.returncode == 5, explain(result)
+    assert "not installed" in result.stderr
+    assert init.run("reload", env={**init.env, "PATH": path}).returncode == 5
+
+
+def test_the_script_is_posix_sh_with_an_lsb_header():
+    with open(INIT_SCRIPT) as fh:
+        text = fh.read()
+    assert text.startswith("#!/bin/sh\n### BEGIN INIT INFO\n") and "### END INIT INFO" in text
+    for key in ("Provides", "Required-Start", "Required-Stop", "Default-Start", "Default-Stop"):
+        assert "# %s:" % key in text
+    assert subprocess.run(["sh", "-n", INIT_SCRIPT], timeout=10).returncode == 0
+    if shutil.which("shellcheck"):
+        result = subprocess.run(["shellcheck", "-s", "sh", INIT_SCRIPT], capture_output=True, text=True, timeout=20)
+        assert result.returncode == 0, result.stdout
