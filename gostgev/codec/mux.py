@@ -34,6 +34,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
+from gostgev.codec.buffer import ReceiveBuffer
 from gostgev.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -64,10 +65,6 @@ _MASK = 0xFFFFFFFF
 _HEADER = struct.Struct("<BBHI")
 _UPD = struct.Struct("<II")
 
-# Consumed bytes at the front of the buffer are dropped only once they are
-# this large (or everything is consumed), so the memmove is amortised over
-# many frames instead of paid per frame.
-_COMPACT_AT = 256 * 1024
 
 
 def encode_header(version, cmd, sid, length=0):
@@ -123,7 +120,7 @@ class Frame:
                                                  len(self.payload))
 
 
-class FrameBuffer:
+class FrameBuffer(ReceiveBuffer):
     """Accumulates received bytes; iterating yields each complete :class:`Frame`.
 
     ``max_frame_size`` bounds a PSH payload (and so the bytes buffered for one
@@ -139,22 +136,7 @@ class FrameBuffer:
             raise ValueError("max_frame_size must be 1..%d, got %r" % (MAX_PAYLOAD, max_frame_size))
         self.version = version
         self.max_frame_size = max_frame_size
-        self._buf = bytearray()
-        self._pos = 0
-
-    @property
-    def pending(self):
-        """Bytes received but not yet returned as frames."""
-        return len(self._buf) - self._pos
-
-    def add_data(self, data):
-        if self._pos and (self._pos == len(self._buf) or self._pos >= _COMPACT_AT):
-            del self._buf[:self._pos]
-            self._pos = 0
-        self._buf += data
-
-    def __iter__(self):
-        return self
+        super().__init__()
 
     def __next__(self):
         buf, pos = self._buf, self._pos

@@ -29,6 +29,7 @@ import re
 import struct
 from dataclasses import dataclass
 
+from gostgev.codec.buffer import ReceiveBuffer
 from gostgev.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -63,9 +64,6 @@ _LEN64 = struct.Struct(">Q")
 # _XOR_TABLES[k][b] == b ^ k, built with one big-int XOR per table.
 _XOR_TABLES = [(int.from_bytes(bytes(range(256)), "big") ^ (k * int.from_bytes(b"\x01" * 256, "big")))
                .to_bytes(256, "big") for k in range(256)]
-# Consumed bytes are dropped from the buffer only once this many pile up, so
-# the memmove is amortised over many frames (as in codec.mux).
-_COMPACT_AT = 256 * 1024
 
 
 def mask_payload(mask, payload):
@@ -112,7 +110,7 @@ class Frame:
     payload: bytes = b""  #: already unmasked
 
 
-class FrameParser:
+class FrameParser(ReceiveBuffer):
     """Received bytes in, complete :class:`Frame` objects out; see the module docstring.
 
     ``expect_masked`` is True on the server side.  Fragmentation is tracked
@@ -123,23 +121,8 @@ class FrameParser:
     def __init__(self, max_payload=MAX_FRAME_PAYLOAD, expect_masked=False):
         self.max_payload = max_payload
         self.expect_masked = expect_masked
-        self._buf = bytearray()
-        self._pos = 0
+        super().__init__()
         self._in_message = False
-
-    @property
-    def pending(self):
-        """Bytes received but not yet returned as frames."""
-        return len(self._buf) - self._pos
-
-    def add_data(self, data):
-        if self._pos and (self._pos == len(self._buf) or self._pos >= _COMPACT_AT):
-            del self._buf[:self._pos]
-            self._pos = 0
-        self._buf += data
-
-    def __iter__(self):
-        return self
 
     def __next__(self):
         buf, pos = self._buf, self._pos

@@ -14,19 +14,15 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-import gevent
-
 from gostgev import metrics
 from gostgev.addr import parse_addr
 from gostgev.auth import authorized
 from gostgev.codec import relay
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
-from gostgev.errors import ProtocolError
 from gostgev.handler import HANDLERS, Handler
-from gostgev.handler.tunnel import DEFAULT_HEADER_TIMEOUT, reply
+from gostgev.handler.tunnel import DEFAULT_HEADER_TIMEOUT, read_request, reply
 from gostgev.listener import format_address, listen_tcp, serve_tcp
 from gostgev.netio.mux import MuxConfig, MuxSession
-from gostgev.netio.peek import PeerClosed, read_head
 from gostgev.netio.pipe import pipe
 
 __all__ = ["RelayHandler", "RelayOptions"]
@@ -54,15 +50,9 @@ class RelayHandler(Handler):
 
     def handle(self, conn, address, target=None):
         log = self.log.bind(remote=format_address(address))
-        try:
-            with gevent.Timeout(self.options.read_timeout, PeerClosed):
-                (request, used), data = read_head(conn, relay.parse_request)
-        except (PeerClosed, OSError):
+        request, leftover = read_request(conn, self.options.read_timeout, log)
+        if request is None:
             return
-        except ProtocolError as exc:
-            log.warning("bad relay request, closing: %s", exc)
-            return
-        leftover = data[used:]
         if not authorized(self.options.auther, request.username, request.password):
             log.warning("unauthorized", fields={"user": request.username})
             return reply(conn, relay.UNAUTHORIZED)

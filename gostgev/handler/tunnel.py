@@ -196,14 +196,8 @@ class TunnelHandler(Handler):
 
     def handle(self, conn, address, target=None):
         log = self.log.bind(remote=format_address(address))
-        try:
-            with gevent.Timeout(self.options.read_timeout, PeerClosed):
-                (request, used), data = read_head(conn, relay.parse_request)
-        except (PeerClosed, OSError):
-            log.debug("no relay request, closing")
-            return
-        except ProtocolError as exc:
-            log.warning("bad relay request, closing: %s", exc)
+        request, leftover = read_request(conn, self.options.read_timeout, log)
+        if request is None:
             return
         tunnel_id = request.tunnel_id
         user = self.authorized(request)
@@ -216,11 +210,11 @@ class TunnelHandler(Handler):
         elif request.cmd == relay.BIND:
             refusal = self._bind_refusal(request, user, log)
             if refusal is None:
-                self._bind(conn, address, request, data[used:], log)
+                self._bind(conn, address, request, leftover, log)
             else:
                 reply(conn, refusal)
         elif request.cmd == relay.CONNECT:
-            self.visit(conn, address, request, data[used:], self.ingress, log)
+            self.visit(conn, address, request, leftover, self.ingress, log)
         else:
             log.warning("unsupported relay command %d", request.cmd)
             reply(conn, relay.BAD_REQUEST)
@@ -334,6 +328,23 @@ class TunnelHandler(Handler):
         log.info("connection closed", fields={
             "connector": connector.id.text, "inputBytes": len(data) + up, "outputBytes": down,
             "duration": "%.3fs" % (time.monotonic() - started), "error": error})
+
+
+def read_request(conn, timeout, log):
+    """The relay request that opens ``conn`` and the bytes after it, or ``(None, b"")``.
+
+    A malformed request is closed without a reply, as GOST does.
+    """
+    try:
+        with gevent.Timeout(timeout, PeerClosed):
+            (request, used), data = read_head(conn, relay.parse_request)
+    except (PeerClosed, OSError):
+        log.debug("no relay request, closing")
+        return None, b""
+    except ProtocolError as exc:
+        log.warning("bad relay request, closing: %s", exc)
+        return None, b""
+    return request, data[used:]
 
 
 def reply(conn, status):

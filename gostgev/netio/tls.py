@@ -44,6 +44,8 @@ from cryptography.x509.oid import NameOID
 from gevent.lock import Semaphore
 from OpenSSL import SSL
 
+from gostgev.netio.wrapped import Wrapped
+
 __all__ = ["TLSServerConfig", "TLSClientConfig", "ServerTLS", "ClientTLS", "TlsSocket", "TlsError",
            "server_context", "client_context", "accept_tls", "connect_tls", "fingerprint_of"]
 
@@ -361,7 +363,7 @@ def _handshake(tls, timeout):
 
 # -- the socket ---------------------------------------------------------------------
 
-class TlsSocket:
+class TlsSocket(Wrapped):
     """A socket-like TLS stream; one reader and one writer greenlet may use it at once."""
 
     def __init__(self, sock, conn, server_side):
@@ -371,12 +373,6 @@ class TlsSocket:
         self._eof = False          # peer's close_notify or TCP EOF
         self._write_closed = False  # close_notify sent, or aborted
         self._closed = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # reading -----------------------------------------------------------------
 
@@ -523,29 +519,6 @@ class TlsSocket:
             self._close_notify()
             self._send_nowait(self._drain())
         self._sock.close()
-
-    # passthrough -----------------------------------------------------------------
-
-    def getpeername(self):
-        return self._sock.getpeername()
-
-    def getsockname(self):
-        return self._sock.getsockname()
-
-    def settimeout(self, timeout):
-        self._sock.settimeout(timeout)
-
-    def gettimeout(self):
-        return self._sock.gettimeout()
-
-    def setsockopt(self, *args):
-        return self._sock.setsockopt(*args)
-
-    def getsockopt(self, *args):
-        return self._sock.getsockopt(*args)
-
-    def fileno(self):
-        return self._sock.fileno()
 
     # TLS details -----------------------------------------------------------------
 

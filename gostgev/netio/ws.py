@@ -36,6 +36,7 @@ from gostgev.codec.http import parse_request_head, simple_response
 from gostgev.errors import RemoteProtocolError
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import PeerClosed, read_head, with_prefix
+from gostgev.netio.wrapped import Wrapped
 
 __all__ = ["DEFAULT_PATH", "FRAME_SIZE", "WsSocket", "WsHandshakeError", "WsProtocolError", "ws_accept",
            "ws_connect"]
@@ -66,7 +67,7 @@ class WsProtocolError(ConnectionError):
     """The peer sent bytes that are not valid WebSocket frames."""
 
 
-class WsSocket:
+class WsSocket(Wrapped):
     """Socket-like stream over an upgraded connection; see the module docstring.
 
     ``keepalive`` (seconds) pings the peer that often, and drops the
@@ -258,27 +259,6 @@ class WsSocket:
                 pass
         self._error = self._error or "websocket: closed"
         self._sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    def getpeername(self):
-        return self._sock.getpeername()
-
-    def getsockname(self):
-        return self._sock.getsockname()
-
-    def settimeout(self, timeout):
-        self._sock.settimeout(timeout)
-
-    def gettimeout(self):
-        return self._sock.gettimeout()
-
-    def setsockopt(self, *args):
-        self._sock.setsockopt(*args)
 
 
 def _peer(sock):
