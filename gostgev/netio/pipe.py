@@ -26,8 +26,13 @@ import socket as _stdsocket
 import time
 
 import gevent
+import gevent.event
 
 __all__ = ["pipe", "CHUNK"]
+
+# The fast path below drives two plain sockets from libev callbacks: no
+# greenlet per direction, no greenlet switch per chunk.  Anything else (TLS,
+# WebSocket, mux streams) uses the greenlet pair, which only needs recv/sendall.
 
 #: bytes read per recv(); large enough that bulk copies are cheap per byte
 CHUNK = 128 * 1024
@@ -45,6 +50,13 @@ def pipe(a, b, idle_timeout=None):
 
     Neither socket is closed here; the caller owns both.
     """
+    raw_a, raw_b = getattr(a, "_sock", None), getattr(b, "_sock", None)
+    if isinstance(raw_a, _stdsocket.SocketType) and isinstance(raw_b, _stdsocket.SocketType):
+        return _CallbackPipe(raw_a, raw_b, idle_timeout).run()
+    return _greenlet_pipe(a, b, idle_timeout)
+
+
+def _greenlet_pipe(a, b, idle_timeout):
     activity = watchdog = None
     if idle_timeout:
         activity = _Activity()
@@ -96,3 +108,116 @@ def _shutdown(sock, how):
         sock.shutdown(how)
     except OSError:
         pass
+
+
+class _CallbackPipe:
+    """Both directions as libev callbacks; the calling greenlet just waits.
+
+    Each direction reads when its source is readable and writes at once; if
+    the destination cannot take everything, reading stops until the rest is
+    written (back-pressure), so at most one chunk per direction is held.
+    """
+
+    def __init__(self, a, b, idle_timeout):
+        loop = gevent.get_hub().loop
+        self.done = gevent.event.Event()
+        self.activity = _Activity() if idle_timeout else None
+        self.watchdog = None
+        if idle_timeout:
+            self.watchdog = loop.timer(idle_timeout / 2, idle_timeout / 2)
+            self.watchdog.start(_check_idle, self.activity, idle_timeout, a, b)
+        self.up = _Direction(self, a, b, loop)
+        self.down = _Direction(self, b, a, loop)
+
+    def run(self):
+        self.up.read_more()
+        self.down.read_more()
+        try:
+            self.done.wait()
+        finally:
+            # Also when this greenlet is killed (server stop): no callback may outlive it.
+            if not self.done.is_set():
+                self.abort()
+            if self.watchdog is not None:
+                self.watchdog.close()
+        return self.up.sent, self.down.sent
+
+    def finished(self):
+        if self.up.over and self.down.over:
+            self.done.set()
+
+    def abort(self):
+        for direction in (self.up, self.down):
+            direction.stop()
+        _shutdown(self.up.src, _stdsocket.SHUT_RDWR)
+        _shutdown(self.down.src, _stdsocket.SHUT_RDWR)
+        self.done.set()
+
+
+class _Direction:
+    __slots__ = ("pipe", "src", "dst", "reading", "writing", "pending", "sent", "over")
+
+    def __init__(self, pipe, src, dst, loop):
+        self.pipe = pipe
+        self.src = src
+        self.dst = dst
+        self.reading = loop.io(src.fileno(), 1)
+        self.writing = loop.io(dst.fileno(), 2)
+        self.pending = None
+        self.sent = 0
+        self.over = False
+
+    def read_more(self):
+        self.reading.start(self.on_readable)
+
+    def stop(self):
+        self.reading.close()
+        self.writing.close()
+        self.over = True
+
+    def on_readable(self):
+        try:
+            self._on_readable()
+        except Exception:
+            # Callbacks run in the hub: a bug here must end this pipe, not hang it.
+            self.pipe.abort()
+            raise
+
+    def _on_readable(self):
+        try:
+            data = self.src.recv(CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            return self.pipe.abort()
+        if not data:
+            self.stop()
+            _shutdown(self.dst, _stdsocket.SHUT_WR)
+            return self.pipe.finished()
+        if self.pipe.activity is not None:
+            self.pipe.activity.last = time.monotonic()
+        self._send(memoryview(data))
+
+    def on_writable(self):
+        try:
+            view, self.pending = self.pending, None
+            self.writing.stop()
+            self._send(view)
+        except Exception:
+            self.pipe.abort()
+            raise
+
+    def _send(self, view):
+        try:
+            n = self.dst.send(view)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            return self.pipe.abort()
+        self.sent += n
+        if n < len(view):
+            self.pending = view[n:]
+            self.reading.stop()
+            self.writing.start(self.on_writable)
+        elif not self.reading.active:
+            self.reading.start(self.on_readable)
