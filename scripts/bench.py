@@ -21,8 +21,10 @@ Figures, per path
   bulk MB/s       one download of --bulk-mib MiB with curl (size checked)
   keep-alive r/s  wrk, 32 connections, 1 KiB file
   new-conn r/s    wrk, 32 connections, "Connection: close"
-  KiB/conn        RSS growth of the proxy process(es) with --idle idle
-                  keep-alive connections open through them
+  p50/p99 ms      latency of a 1 KiB request at a fixed rate (--rate r/s
+                  over 16 keep-alive connections), measured by a gevent client
+  KiB/conn        RSS growth of the proxy process(es) with 2,000 and with
+                  10,000 idle keep-alive connections open through them
 
 Ratios are against HAProxy measured in the same run: the machines are noisy.
 """
@@ -49,7 +51,8 @@ worker_processes 1;
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 9000; }}
+worker_rlimit_nofile 65536;
+events {{ worker_connections 24000; }}
 http {{
     access_log off;
     sendfile on;
@@ -70,7 +73,7 @@ http {{
 
 HAPROXY_CONF = """
 global
-    maxconn 9000
+    maxconn {maxconn}
 defaults
     mode tcp
     timeout connect 5s
@@ -135,6 +138,64 @@ def wrk(port, seconds, close=False):
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
+LATENCY_CLIENT = r"""
+import sys, time, gevent
+from gevent import socket
+port, host, rate, seconds = int(sys.argv[1]), sys.argv[2].encode(), float(sys.argv[3]), float(sys.argv[4])
+conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
+request = b"GET /1k HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+samples, failures = [], 0
+
+def one(sock):
+    global failures
+    started = time.perf_counter()
+    try:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < 1024:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise OSError("closed")
+            data += chunk
+        samples.append(time.perf_counter() - started)
+    except OSError:
+        failures += 1
+
+busy = [None] * len(conns)
+interval, start = 1.0 / rate, time.perf_counter()
+for i in range(int(rate * seconds)):
+    gevent.sleep(max(0.0, start + i * interval - time.perf_counter()))
+    k = i % len(conns)
+    if busy[k] is not None:
+        busy[k].join()
+    busy[k] = gevent.spawn(one, conns[k])
+gevent.joinall([g for g in busy if g is not None], timeout=10)
+samples.sort()
+print(samples[len(samples) // 2] * 1000, samples[int(len(samples) * 0.99)] * 1000, failures)
+"""
+
+
+def latency(port, rate, seconds):
+    out = subprocess.run([sys.executable, "-c", LATENCY_CLIENT, str(port), HOST, str(rate), str(seconds)],
+                         capture_output=True, text=True, timeout=seconds + 60, check=True).stdout.split()
+    p50, p99, failures = float(out[0]), float(out[1]), int(out[2])
+    if failures:
+        raise RuntimeError("%d latency requests failed on port %d" % (failures, port))
+    return p50, p99
+
+
+def raise_fd_limit():
+    """10,000 proxied connections need about 40,000 descriptors across the processes."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 65536), max(hard, 65536)))
+    except (ValueError, OSError):
+        pass   # not root: the 10,000 figure is skipped if it does not fit
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def idle_cost(port, pids, count):
     socks = []
     before = rss_kib(pids)
@@ -191,6 +252,9 @@ def main():
         if not shutil.which(tool) and not os.path.exists("/usr/sbin/" + tool):
             sys.exit("%s not found: apt-get install -y nginx-light haproxy wrk curl" % tool)
     bulk_mib, seconds, idle = (64, 3, 500) if args.quick else (256, 10, 2000)
+    fd_limit = raise_fd_limit()
+    big_idle = None if args.quick or fd_limit < 50000 else 10000
+    rate = 1000
     size = bulk_mib << 20
     procs = Procs()
     with tempfile.TemporaryDirectory(prefix="gostgev-bench-") as tmp:
@@ -206,7 +270,9 @@ def main():
             with open(os.path.join(tmp, "nginx.conf"), "w") as fh:
                 fh.write(NGINX_CONF.format(dir=tmp, port=ports["nginx"]))
             with open(os.path.join(tmp, "haproxy.cfg"), "w") as fh:
-                fh.write(HAPROXY_CONF.format(port=ports["haproxy"], backend=ports["nginx"]))
+                # HAProxy refuses to start if maxconn does not fit in the descriptor limit.
+                fh.write(HAPROXY_CONF.format(port=ports["haproxy"], backend=ports["nginx"],
+                                             maxconn=max(1000, min(24000, fd_limit // 2 - 1000))))
             procs.start([shutil.which("nginx") or "/usr/sbin/nginx", "-c", os.path.join(tmp, "nginx.conf"),
                          "-p", tmp])
             haproxy = procs.start([shutil.which("haproxy") or "/usr/sbin/haproxy", "-f",
@@ -233,26 +299,34 @@ def main():
             for name, port, pids in paths:
                 row = {"path": name, "bulk": bulk(port, size), "keepalive": wrk(port, seconds),
                        "newconn": wrk(port, seconds, close=True),
-                       "idle": idle_cost(port, pids, idle) if pids else None}
+                       "latency": latency(port, rate, 2 if args.quick else 5),
+                       "idle": idle_cost(port, pids, idle) if pids else None,
+                       "idle_big": idle_cost(port, pids, big_idle) if pids and big_idle else None}
                 rows.append(row)
                 print("measured %-9s %s" % (name, row), flush=True)
         finally:
             procs.stop()
-    report(rows, args, bulk_mib, seconds, idle)
+    report(rows, args, bulk_mib, seconds, idle, big_idle, rate)
 
 
-def report(rows, args, bulk_mib, seconds, idle):
+def _kib(value):
+    return "%.1f" % value if value is not None else "–"
+
+
+def report(rows, args, bulk_mib, seconds, idle, big_idle, rate):
     base = next(r for r in rows if r["path"] == "haproxy")
     lines = ["| path | bulk MB/s | × HAProxy | keep-alive r/s | × HAProxy | new-conn r/s | × HAProxy "
-             "| KiB per idle conn |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| p50 ms | p99 ms | KiB/idle conn @%d | @%s |" % (idle, big_idle or "–"),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        lines.append("| %s | %.0f | %.2f | %.0f | %.2f | %.0f | %.2f | %s |" % (
+        lines.append("| %s | %.0f | %.2f | %.0f | %.2f | %.0f | %.2f | %.2f | %.2f | %s | %s |" % (
             r["path"], r["bulk"], r["bulk"] / base["bulk"], r["keepalive"], r["keepalive"] / base["keepalive"],
-            r["newconn"], r["newconn"] / base["newconn"], "%.1f" % r["idle"] if r["idle"] is not None else "–"))
+            r["newconn"], r["newconn"] / base["newconn"], r["latency"][0], r["latency"][1],
+            _kib(r["idle"]), _kib(r["idle_big"])))
     header = ("%s, %s, %d cores, Python %s%s: %d MiB download (curl), wrk -t2 -c32 -d%ds on a 1 KiB file, "
-              "%d idle keep-alive connections; tunnel KiB counts server and client processes."
+              "latency at %d r/s, idle keep-alive connections; tunnel KiB counts server and client processes."
               % (datetime.date.today().isoformat(), platform.machine(), os.cpu_count(), platform.python_version(),
-                 " (--quick)" if args.quick else "", bulk_mib, seconds, idle))
+                 " (--quick)" if args.quick else "", bulk_mib, seconds, rate))
     table = "\n".join(lines)
     print()
     print(header)
