@@ -60,3 +60,24 @@ def test_killing_the_pipe_shuts_both_sides(two_pairs):
     inside.settimeout(2)
     assert outside.recv(10) == b""
     assert inside.recv(10) == b""
+
+
+def test_bytes_read_ahead_are_not_skipped(two_pairs):
+    """A wrapper replaying bytes already read must not be bypassed by the fast path."""
+    from gostgev.netio.peek import with_prefix
+
+    outside, a, b, inside = two_pairs
+    piping = gevent.spawn(pipe, with_prefix(a, b"early "), b)
+    outside.sendall(b"late")
+    outside.shutdown(1)
+    received = b""
+    for _ in range(100):
+        chunk = inside.recv(100)
+        if not chunk:
+            break
+        received += chunk
+        if received == b"early late":
+            break
+    assert received == b"early late"
+    inside.shutdown(1)
+    piping.get(timeout=5)

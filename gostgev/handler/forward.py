@@ -99,7 +99,7 @@ class ForwardHandler(Handler):
         if self.options.sniffing:
             sniffed = self._sniff(conn, log)
             if sniffed is None:
-                return
+                return "no request head"
         protocol = sniffed.protocol if sniffed else None
         # A tunnel stream header names the host the public client asked for;
         # it wins over what we sniff (GOST's fixed behaviour, issue #898).

@@ -27,6 +27,7 @@ import time
 
 import gevent
 import gevent.event
+from gevent.socket import socket as GeventSocket
 
 __all__ = ["pipe", "CHUNK"]
 
@@ -50,9 +51,10 @@ def pipe(a, b, idle_timeout=None):
 
     Neither socket is closed here; the caller owns both.
     """
-    raw_a, raw_b = getattr(a, "_sock", None), getattr(b, "_sock", None)
-    if isinstance(raw_a, _stdsocket.SocketType) and isinstance(raw_b, _stdsocket.SocketType):
-        return _CallbackPipe(raw_a, raw_b, idle_timeout).run()
+    # Only real gevent sockets: a wrapper (TLS, WebSocket, bytes read ahead and
+    # replayed) must keep seeing its own recv calls.
+    if type(a) is GeventSocket and type(b) is GeventSocket:
+        return _CallbackPipe(a._sock, b._sock, idle_timeout).run()
     return _greenlet_pipe(a, b, idle_timeout)
 
 
