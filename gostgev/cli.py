@@ -7,11 +7,13 @@ Every option can also come from a ``GOSTGEV_<OPTION>`` environment variable
 ``[a, b]`` form there.
 """
 
+import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
+import time
 
 import configargparse
 import gevent
@@ -19,6 +21,7 @@ import gevent.event
 import yaml
 
 from gostgev import __version__, metrics
+from gostgev import listener as listener_module
 from gostgev.api import ApiServer
 from gostgev.config.dump import to_raw
 from gostgev.config.load import build_config, read_file
@@ -61,6 +64,9 @@ def build_parser():
                         help="on SIGTERM/SIGINT, wait this long for live connections (default %(default)s)")
     parser.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics here (overrides metrics.addr)")
     parser.add_argument("--api", metavar="ADDR", help="serve the web API here (overrides api.addr)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="run N processes sharing the listening ports (SO_REUSEPORT); tunnel servers, "
+                             "relay binds, metrics and the API run in the first only (default 1)")
     parser.add_argument("--daemon", action="store_true", help="detach and run in the background")
     parser.add_argument("--pidfile", metavar="PATH", help="write the process id here (removed on exit)")
     parser.add_argument("-V", "--version", action="version", version="gostgev " + __version__)
@@ -122,11 +128,53 @@ def main(argv=None):
         print("gostgev: %s" % exc, file=sys.stderr)
         return 1
     ready = daemonize() if args.daemon else _print_failure
+    children = start_workers(args) if args.workers > 1 else []
+    if children is None:   # this process is a forked worker; it has run and is done
+        return 0
     try:
-        return run(config, args, pidfile, ready)
+        return run(config, args, pidfile, ready, children=children)
     finally:
         if pidfile is not None:
             pidfile.remove()
+
+
+#: handlers that must run in exactly one process: the tunnel registry and the
+#: ports a relay client binds live in that process's memory
+SINGLE_PROCESS_HANDLERS = ("tunnel", "relay")
+
+
+def start_workers(args):
+    """Fork ``args.workers - 1`` more processes; returns their pids, or None in a worker.
+
+    Forwarders, entrypoint-less services and tunnel clients run in every
+    process, on ports shared with SO_REUSEPORT.  Tunnel servers (with their
+    entrypoints), relay handlers, metrics and the API run in the first
+    process only, so every entrypoint connection lands where the tunnel
+    registry is.  Signals sent to the first process are passed on.
+    """
+    listener_module.REUSE_PORT = True
+    children = []
+    for worker in range(1, args.workers):
+        pid = os.fork()
+        if pid == 0:
+            gevent.reinit()
+            os._exit(run_worker(args, worker))
+        children.append(pid)
+    return children
+
+
+def _shared(config):
+    return dataclasses.replace(config, services=tuple(
+        s for s in config.services if s.handler.type not in SINGLE_PROCESS_HANDLERS), metrics=None, api=None)
+
+
+def run_worker(args, worker):
+    try:
+        config = _shared(load(args, []))
+    except ConfigError as exc:
+        log.error("worker %d: %s", worker, exc)
+        return 2
+    return run(config, args, worker=worker)
 
 
 def _print_failure(status, message=""):
@@ -139,10 +187,18 @@ def apply_logging(config, args):
     setup_logging(level, args.log_format or config.log.format, args.log_file or config.log.output)
 
 
-def run(config, args, pidfile=None, ready=_print_failure):
+def run(config, args, pidfile=None, ready=_print_failure, children=(), worker=0):
     def reload_config(warnings):
         # Paths in args are absolute or relative to where we started (we may be in / now).
-        return load(args, warnings)
+        new = load(args, warnings)
+        return _shared(new) if worker else new
+
+    def tell_workers(signum):
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass
 
     def reloaded(new_config):
         try:
@@ -158,9 +214,11 @@ def run(config, args, pidfile=None, ready=_print_failure):
     # (terminate) must never hit a process that already announced itself.
     def on_stop(signum):
         log.info("received %s, stopping", signal.Signals(signum).name)
+        tell_workers(signal.SIGTERM)
         stopping.set()
 
     def on_reload():
+        tell_workers(signal.SIGHUP)
         if runtime.config is None:
             log.warning("received SIGHUP while starting; ignored")
             return
@@ -168,6 +226,7 @@ def run(config, args, pidfile=None, ready=_print_failure):
         gevent.spawn(runtime.reload)
 
     def on_reopen():
+        tell_workers(signal.SIGUSR1)
         gevent.spawn(reopen_logs)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -176,7 +235,7 @@ def run(config, args, pidfile=None, ready=_print_failure):
     gevent.signal_handler(signal.SIGUSR1, on_reopen)
     admin = []
     try:
-        admin = start_admin(config, runtime)
+        admin = start_admin(config, runtime) if not worker else []
         runtime.start(config)
         if pidfile is not None:
             pidfile.create()     # only now: whoever reads it finds a process that is serving
@@ -184,16 +243,42 @@ def run(config, args, pidfile=None, ready=_print_failure):
         log.error("%s", exc)
         for server in admin:
             server.stop()
+        tell_workers(signal.SIGTERM)
+        _reap(children, args.grace)
         ready(1, str(exc))
         return 1
-    log.info("gostgev %s started with %d service(s)", __version__, len(runtime.services))
+    log.info("gostgev %s started with %d service(s)%s", __version__, len(runtime.services),
+             " (worker %d)" % worker if worker else (" and %d more workers" % len(children) if children else ""))
     ready(0)
     stopping.wait()
     runtime.stop()
     for server in admin:
         server.stop()
+    _reap(children, args.grace)
     log.info("stopped")
     return 0
+
+
+def _reap(children, grace):
+    """Wait for the workers to exit (they drain too), then make sure they have."""
+    deadline = time.monotonic() + grace + 5
+    pending = set(children)
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                pending.discard(pid)
+        if pending:
+            gevent.sleep(0.05)
+    for pid in pending:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
 
 
 def start_admin(config, runtime):

@@ -31,6 +31,9 @@ LISTENERS = Registry("listener")
 
 #: listen(2) backlog; the kernel caps it at net.core.somaxconn
 BACKLOG = 4096
+#: set by ``--workers``: every worker binds the same ports and the kernel
+#: spreads new connections across them
+REUSE_PORT = False
 #: reconnect delays of the rtcp client: first wait, and the cap of the doubling
 RECONNECT_FIRST = 1.0
 RECONNECT_MAX = 5.0
@@ -316,6 +319,8 @@ def _bind(family, sockaddr, dual_stack=False):
     sock = socket.socket(family, _stdsocket.SOCK_STREAM)
     try:
         sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEADDR, 1)
+        if REUSE_PORT:
+            sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEPORT, 1)
         if dual_stack:
             sock.setsockopt(_stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY, 0)
         sock.bind(sockaddr)

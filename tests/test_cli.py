@@ -123,9 +123,9 @@ def test_demo_serves_then_stops_cleanly_on_sigterm(tmp_path):
     try:
         assert b"Hello from site A" in eventually(ports["8080"], "a.example.com", b"Hello from site A")
         assert b"Hello from site A" in eventually(ports["8000"], "srv-0.local", b"Hello from site A")
-        assert b"Hello from site B" in get(ports["8000"], "srv-1.local")
-        assert get(ports["8000"], "srv-2.local").startswith(b"HTTP/1.1 503 ")
-        assert get(ports["8000"], "nobody.local").startswith(b"HTTP/1.1 502 ")
+        assert b"Hello from site B" in eventually(ports["8000"], "srv-1.local", b"Hello from site B")
+        assert eventually(ports["8000"], "srv-2.local", b"HTTP/1.1 503 ").startswith(b"HTTP/1.1 503 ")
+        assert eventually(ports["8000"], "nobody.local", b"HTTP/1.1 502 ").startswith(b"HTTP/1.1 502 ")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=20)

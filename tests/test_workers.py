@@ -1,0 +1,93 @@
+"""--workers: processes sharing ports with SO_REUSEPORT; tunnel servers in the first only."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import yaml
+
+from tests.test_tunnel import TUNNEL_A
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port, host="x"):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host.encode())
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return data
+    except OSError:
+        return b""
+
+
+def eventually(predicate, seconds=10):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def children_of(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as fh:
+        return [int(p) for p in fh.read().split()]
+
+
+def test_workers_share_ports_and_tunnels_stay_in_the_first(tmp_path):
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("site\n")
+    ports = {name: free_port() for name in ("files", "server", "entrypoint", "proxy")}
+    conf = tmp_path / "gost.yaml"
+    conf.write_text(yaml.safe_dump({
+        "services": [
+            {"name": "files", "addr": "127.0.0.1:%d" % ports["files"], "handler": {"type": "file",
+                                                                                  "metadata": {"dir": "www"}}},
+            {"name": "proxy", "addr": "127.0.0.1:%d" % ports["proxy"], "handler": {"type": "tcp"},
+             "forwarder": {"nodes": [{"name": "f", "addr": "127.0.0.1:%d" % ports["files"]}]}},
+            {"name": "server", "addr": "127.0.0.1:%d" % ports["server"], "handler": {"type": "tunnel", "metadata": {
+                "entrypoint": "127.0.0.1:%d" % ports["entrypoint"], "tunnel": "a.local:%s" % TUNNEL_A}}},
+            {"name": "client", "addr": ":0", "handler": {"type": "rtcp"}, "listener": {"type": "rtcp", "chain": "c"},
+             "forwarder": {"nodes": [{"name": "f", "addr": "127.0.0.1:%d" % ports["files"]}]}},
+        ],
+        "chains": [{"name": "c", "hops": [{"name": "h", "nodes": [{
+            "name": "s", "addr": "127.0.0.1:%d" % ports["server"],
+            "connector": {"type": "tunnel", "metadata": {"tunnel.id": TUNNEL_A}}}]}]}],
+    }))
+    proc = subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf), "--workers", "2", "--grace", "1"],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        assert eventually(lambda: get(ports["entrypoint"], "a.local").endswith(b"site\n"))
+        workers = children_of(proc.pid)
+        assert len(workers) == 1
+        # Both processes serve the shared ports; every request succeeds.
+        for port in (ports["files"], ports["proxy"]):
+            assert all(get(port).endswith(b"site\n") for _ in range(40))
+        # Each process runs a tunnel client: two connections, both reachable
+        # through the one registry in the first process.
+        assert all(get(ports["entrypoint"], "a.local").endswith(b"site\n") for _ in range(40))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert get(ports["files"]).endswith(b"site\n")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "started with 3 service(s) (worker 1)" in stderr        # no tunnel server in the worker
+    assert "started with 4 service(s) and 1 more workers" in stderr
+    assert stderr.count("reloaded: nothing changed") == 2
+    assert stderr.count("tunnel connection registered") == 2
+    for pid in workers:
+        assert not os.path.exists("/proc/%d" % pid) or open("/proc/%d/status" % pid).read().find("zombie") >= 0
