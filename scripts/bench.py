@@ -13,6 +13,7 @@ Paths
   direct    wrk/curl -> nginx
   haproxy   -> haproxy (mode tcp) -> nginx
   forwarder -> gostgev tcp handler with sniffing -> nginx
+  fwd-2w    the same with --workers 2 (two processes sharing the port)
   tunnel    -> gostgev entrypoint -> tunnel server ══ tunnel client -> nginx
               (server and client are separate processes, as deployed)
   tunnel-tls  the same, with the tunnel connection over TLS (self-signed, unverified)
@@ -108,9 +109,22 @@ def wait_http(port, timeout=15.0):
     raise RuntimeError("port %d never answered 200" % port)
 
 
+def _with_children(pids):
+    """The processes and their children (``--workers`` forks them)."""
+    found = []
+    for pid in pids:
+        found.append(pid)
+        try:
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as fh:
+                found.extend(_with_children([int(p) for p in fh.read().split()]))
+        except OSError:
+            pass
+    return found
+
+
 def rss_kib(pids):
     total = 0
-    for pid in pids:
+    for pid in _with_children(pids):
         with open("/proc/%d/status" % pid) as fh:
             total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
     return total
@@ -265,7 +279,7 @@ def main():
         with open(os.path.join(tmp, "www", "big"), "wb") as fh:
             fh.truncate(size)
         ports = {name: free_port() for name in ("nginx", "haproxy", "forwarder", "tunnel", "entrypoint",
-                                                 "tunnel-tls", "entrypoint-tls")}
+                                                 "tunnel-tls", "entrypoint-tls", "fwd-2w")}
         try:
             with open(os.path.join(tmp, "nginx.conf"), "w") as fh:
                 fh.write(NGINX_CONF.format(dir=tmp, port=ports["nginx"]))
@@ -280,6 +294,8 @@ def main():
             backend = "127.0.0.1:%d" % ports["nginx"]
             forwarder = procs.start(gostgev("-L", "tcp://127.0.0.1:%d/%s?sniffing=true"
                                             % (ports["forwarder"], backend)))
+            two = procs.start(gostgev("--workers", "2", "-L", "tcp://127.0.0.1:%d/%s?sniffing=true"
+                                      % (ports["fwd-2w"], backend)))
             server = procs.start(gostgev("-L", "tunnel://127.0.0.1:%d?entrypoint=127.0.0.1:%d&tunnel=%s:%s" % (
                 ports["tunnel"], ports["entrypoint"], HOST, TUNNEL_ID)))
             client = procs.start(gostgev("-L", "rtcp://:0/%s" % backend,
@@ -291,6 +307,7 @@ def main():
                                              % (ports["tunnel-tls"], tls_id)))
             paths = [("direct", ports["nginx"], []), ("haproxy", ports["haproxy"], [haproxy.pid]),
                      ("forwarder", ports["forwarder"], [forwarder.pid]),
+                     ("fwd-2w", ports["fwd-2w"], [two.pid]),
                      ("tunnel", ports["entrypoint"], [server.pid, client.pid]),
                      ("tunnel-tls", ports["entrypoint-tls"], [tls_server.pid, tls_client.pid])]
             for _, port, _ in paths:
