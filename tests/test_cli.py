@@ -5,10 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
+
+from tests.procs import eventually as wait_for
+from tests.procs import fetch, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,13 +83,6 @@ def test_version():
 
 def test_demo_serves_then_stops_cleanly_on_sigterm(tmp_path):
     """The README's demo: start it, the curl requests, SIGTERM, exit 0."""
-    import socket
-
-    def free_port():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
     names = ("8000", "8443", "8080", "18081", "18082")
     ports = dict(zip(names, (free_port() for _ in names), strict=True))
     text = open(os.path.join(ROOT, "etc", "gost.yaml")).read()
@@ -100,25 +95,12 @@ def test_demo_serves_then_stops_cleanly_on_sigterm(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def get(port, host):
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host.encode())
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-        return data
+        return fetch(port, host, timeout=2)
 
     def eventually(port, host, expected):
         """Retry while the services start and the tunnel client connects (bounded)."""
-        data = b""
-        for _ in range(100):
-            try:
-                data = get(port, host)
-                if expected in data:
-                    return data
-            except OSError:
-                pass
-            time.sleep(0.05)
-        return data
+        wait_for(lambda: expected in get(port, host))
+        return get(port, host)
 
     try:
         assert b"Hello from site A" in eventually(ports["8080"], "a.example.com", b"Hello from site A")

@@ -2,43 +2,16 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import yaml
 
+from tests.procs import eventually, fetch, free_port
 from tests.test_tunnel import TUNNEL_A
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(port, host="x"):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host.encode())
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-        return data
-    except OSError:
-        return b""
-
-
-def eventually(predicate, seconds=10):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def children_of(pid):
@@ -69,18 +42,18 @@ def test_workers_share_ports_and_tunnels_stay_in_the_first(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf), "--workers", "2", "--grace", "1"],
                             cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
-        assert eventually(lambda: get(ports["entrypoint"], "a.local").endswith(b"site\n"))
+        assert eventually(lambda: fetch(ports["entrypoint"], "a.local").endswith(b"site\n"))
         workers = children_of(proc.pid)
         assert len(workers) == 1
         # Both processes serve the shared ports; every request succeeds.
         for port in (ports["files"], ports["proxy"]):
-            assert all(get(port).endswith(b"site\n") for _ in range(40))
+            assert all(fetch(port).endswith(b"site\n") for _ in range(40))
         # Each process runs a tunnel client: two connections, both reachable
         # through the one registry in the first process.
-        assert all(get(ports["entrypoint"], "a.local").endswith(b"site\n") for _ in range(40))
+        assert all(fetch(ports["entrypoint"], "a.local").endswith(b"site\n") for _ in range(40))
         proc.send_signal(signal.SIGHUP)
         time.sleep(1)
-        assert get(ports["files"]).endswith(b"site\n")
+        assert fetch(ports["files"]).endswith(b"site\n")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
