@@ -1,0 +1,95 @@
+"""Fault injection with real processes: tunnel clients killed or frozen mid-traffic.
+
+The tunnel server runs in this process (to look at its registry); each tunnel
+client is a separate ``gostgev`` process, so it can be SIGKILLed or SIGSTOPped.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gevent
+import pytest
+import yaml
+
+from tests.conftest import connect, http_get, name_responder, wait_until
+from tests.test_tunnel import TUNNEL_A, Deployment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST_KEEPALIVE = {"mux.keepaliveInterval": "0.3s", "mux.keepaliveTimeout": "1s"}
+
+
+def client_process(tmp_path, name, server_port, backend_addr):
+    conf = tmp_path / ("%s.yaml" % name)
+    conf.write_text(yaml.safe_dump({
+        "services": [{"name": name, "addr": ":0", "handler": {"type": "rtcp"},
+                      "listener": {"type": "rtcp", "chain": "c"},
+                      "forwarder": {"nodes": [{"name": "n", "addr": backend_addr}]}}],
+        "chains": [{"name": "c", "hops": [{"name": "h", "nodes": [{
+            "name": "s", "addr": "127.0.0.1:%d" % server_port,
+            "connector": {"type": "tunnel", "metadata": {"tunnel.id": TUNNEL_A, **FAST_KEEPALIVE}}}]}]}],
+    }))
+    return subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf), "--log-level", "warn"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def processes():
+    started = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def slow_stream(sock, _address):
+    """A backend that streams forever, slowly: a transfer that is always in flight."""
+    sock.recv(4096)
+    sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+    for _ in range(600):
+        sock.sendall(b"x" * 4096)
+        gevent.sleep(0.05)
+
+
+def test_killed_client_ends_its_streams_and_the_other_takes_over(start_services, backend, processes, tmp_path):
+    site = backend(name_responder("site"))
+    stream = backend(slow_stream)
+    dep = Deployment(start_services, [("a.local", TUNNEL_A), ("slow.local", TUNNEL_A)], **FAST_KEEPALIVE)
+    victim = client_process(tmp_path, "victim", dep.port, stream.addr)
+    processes.append(victim)
+    dep.wait_connections(TUNNEL_A, 1)
+    with connect(dep.entrypoint, timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: slow.local\r\n\r\n")
+        assert sock.recv(65536)                            # the transfer is flowing
+        processes.append(client_process(tmp_path, "survivor", dep.port, site.addr))
+        dep.wait_connections(TUNNEL_A, 2)
+        victim.send_signal(signal.SIGKILL)
+        started = time.monotonic()
+        for _ in range(10000):                             # the stream must end, not hang
+            if not sock.recv(65536):
+                break
+        assert time.monotonic() - started < 5
+    dep.wait_connections(TUNNEL_A, 1)
+    assert [http_get(dep.entrypoint, "a.local") for _ in range(10)] == [(200, b"site")] * 10
+
+
+def test_frozen_client_is_dropped_by_keepalive(start_services, backend, processes, tmp_path):
+    site = backend(name_responder("site"))
+    dep = Deployment(start_services, [("a.local", TUNNEL_A)], **FAST_KEEPALIVE)
+    frozen = client_process(tmp_path, "frozen", dep.port, site.addr)
+    processes.append(frozen)
+    dep.wait_connections(TUNNEL_A, 1)
+    processes.append(client_process(tmp_path, "alive", dep.port, site.addr))
+    dep.wait_connections(TUNNEL_A, 2)
+    frozen.send_signal(signal.SIGSTOP)       # the TCP connection stays open; nothing answers
+    started = time.monotonic()
+    dep.wait_connections(TUNNEL_A, 1, timeout=5)
+    assert time.monotonic() - started < 3    # within keepaliveTimeout (1 s) plus a check period
+    assert [http_get(dep.entrypoint, "a.local") for _ in range(10)] == [(200, b"site")] * 10
+    frozen.send_signal(signal.SIGCONT)       # it notices, reconnects, and serves again
+    dep.wait_connections(TUNNEL_A, 2, timeout=10)
+    assert wait_until(lambda: http_get(dep.entrypoint, "a.local") == (200, b"site"), 5)
