@@ -36,6 +36,7 @@ Decoding choices:
 import ipaddress
 from dataclasses import dataclass
 
+from gostgev.codec.tlv import iter_tlvs
 from gostgev.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = ["SIGNATURE_V2", "MAX_V1_BYTES", "MAX_V2_BYTES", "PP2_TYPE_ALPN", "PP2_TYPE_AUTHORITY", "ProxyHeader",
@@ -56,7 +57,6 @@ MAX_V1_BYTES = 107
 MAX_V2_BYTES = 4096
 
 V2_FIXED_BYTES = 16
-TLV_HEADER_BYTES = 3
 CMD_LOCAL, CMD_PROXY = 0x0, 0x1
 _COMMANDS = {"LOCAL": CMD_LOCAL, "PROXY": CMD_PROXY}
 FAM_TCP4, FAM_TCP6, FAM_UNSPEC = 0x11, 0x21, 0x00
@@ -170,27 +170,13 @@ def _parse_v2(data):
     if len(block) < addr_bytes:
         raise RemoteProtocolError("PROXY v2: family 0x%02x needs %d address bytes, got %d"
                                   % (fam, addr_bytes, len(block)))
-    tlvs = _parse_tlvs(block[addr_bytes:])
+    tlvs = tuple(iter_tlvs(block[addr_bytes:], "PROXY v2", "TLV", "the header"))
     if fam not in (FAM_TCP4, FAM_TCP6):
         return ProxyHeader(2, "PROXY", "unspec", None, None, total, tlvs)
     n = 4 if fam == FAM_TCP4 else 16
     src, dst = (_text(_unmapped(ipaddress.ip_address(block[i:i + n]))) for i in (0, n))
     ports = int.from_bytes(block[2 * n:2 * n + 2], "big"), int.from_bytes(block[2 * n + 2:2 * n + 4], "big")
     return ProxyHeader(2, "PROXY", "tcp4" if n == 4 else "tcp6", (src, ports[0]), (dst, ports[1]), total, tlvs)
-
-
-def _parse_tlvs(data):
-    tlvs, pos = [], 0
-    while pos < len(data):
-        if len(data) - pos < TLV_HEADER_BYTES:
-            raise RemoteProtocolError("PROXY v2: truncated TLV header at offset %d" % pos)
-        kind, size = data[pos], int.from_bytes(data[pos + 1:pos + 3], "big")
-        pos += TLV_HEADER_BYTES
-        if size > len(data) - pos:
-            raise RemoteProtocolError("PROXY v2: TLV 0x%02x of %d bytes runs past the header" % (kind, size))
-        tlvs.append((kind, data[pos:pos + size]))
-        pos += size
-    return tuple(tlvs)
 
 
 def encode_v1(src, dst):

@@ -31,6 +31,7 @@ import uuid as _uuid
 from dataclasses import dataclass
 
 from gostgev.addr import Addr, split_host_port
+from gostgev.codec.tlv import iter_tlvs
 from gostgev.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -64,7 +65,6 @@ CONNECTOR_UDP = 0x01
 
 ATYP_IPV4, ATYP_DOMAIN, ATYP_IPV6 = 1, 3, 4
 HEADER_BYTES = 4
-TLV_HEADER_BYTES = 3
 MAX_FIELD_BYTES = 0xFF      # one length byte: user, password, domain name
 MAX_FEATURES_BYTES = 0xFFFF  # FEALEN is 16 bits
 UUID_BYTES = 16
@@ -265,15 +265,7 @@ def _parse(data, build, user_auth=True):
     body = bytes(data[HEADER_BYTES:end])
     # A repeated Tunnel, Network or UserAuth is still validated, but the first one counts.
     fields = {"addrs": [], "unknown": []}
-    pos = 0
-    while pos < len(body):
-        if len(body) - pos < TLV_HEADER_BYTES:
-            raise RemoteProtocolError("relay: truncated feature header at offset %d" % pos)
-        kind, size = body[pos], int.from_bytes(body[pos + 1:pos + 3], "big")
-        pos += TLV_HEADER_BYTES
-        if size > len(body) - pos:
-            raise RemoteProtocolError("relay: feature %d of %d bytes runs past the feature list" % (kind, size))
-        value, pos = body[pos:pos + size], pos + size
+    for kind, value in iter_tlvs(body, "relay", "feature", "the feature list"):
         if kind == FEATURE_ADDR:
             fields["addrs"].append(decode_addr(value))
         elif kind == FEATURE_TUNNEL:
