@@ -244,30 +244,24 @@ def test_200_concurrent_streams(make):
     rng = random.Random(200)
     payloads = {}
 
-    def serve(stream):
-        up, down = payloads[stream.id]
-        writer = gevent.spawn(lambda: (stream.sendall(down), stream.shutdown(_stdsocket.SHUT_WR)))
+    def exchange(stream, send_index):
+        """Send one payload of the stream's pair while reading the other; True if it arrived intact."""
+        pair = payloads[stream.id]
+        sent, expected = pair[send_index], pair[1 - send_index]
+        writer = gevent.spawn(lambda: (stream.sendall(sent), stream.shutdown(_stdsocket.SHUT_WR)))
         got = recv_all(stream)
         writer.get()
         stream.close()
-        return hashlib.sha256(got).digest() == hashlib.sha256(up).digest()
+        return hashlib.sha256(got).digest() == hashlib.sha256(expected).digest()
 
     def acceptor():
-        return gevent.joinall([gevent.spawn(serve, server.accept_stream(timeout=5)) for _ in range(200)])
-
-    def run(stream):
-        up, down = payloads[stream.id]
-        writer = gevent.spawn(lambda: (stream.sendall(up), stream.shutdown(_stdsocket.SHUT_WR)))
-        got = recv_all(stream)
-        writer.get()
-        stream.close()
-        return hashlib.sha256(got).digest() == hashlib.sha256(down).digest()
+        return gevent.joinall([gevent.spawn(exchange, server.accept_stream(timeout=5), 1) for _ in range(200)])
 
     for sid in range(3, 3 + 2 * 200, 2):
         payloads[sid] = (rng.randbytes(rng.randint(0, 80_000)), rng.randbytes(rng.randint(0, 80_000)))
     accepting = gevent.spawn(acceptor)
     with gevent.Timeout(15):
-        runs = [gevent.spawn(run, client.open_stream()) for _ in range(200)]
+        runs = [gevent.spawn(exchange, client.open_stream(), 0) for _ in range(200)]
         gevent.joinall(runs, raise_error=True)
         served = accepting.get()
     assert all(g.value for g in runs) and all(g.value for g in served)
