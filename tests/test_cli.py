@@ -124,3 +124,18 @@ def test_shipped_configs_load_without_warnings(name):
     warnings = []
     config = load_file(os.path.join(ROOT, "etc", name), warnings)
     assert config.services and warnings == []
+
+
+def test_printed_tunnel_demo_loads_again(tmp_path):
+    """-O keeps chains, chain references and ingresses: what it prints is a working config."""
+    from gostgev.config.load import build_config
+
+    result = gostgev("-c", "etc/gost.yaml", "-O", "yaml")
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    client = next(s for s in printed["services"] if s["name"] == "tunnel-client")
+    assert client["listener"]["chain"] == "chain-0"
+    assert printed["chains"][0]["hops"][0]["nodes"][0]["connector"]["metadata"]["tunnel.id"]
+    assert [r["hostname"] for r in printed["ingresses"][0]["rules"]] == ["srv-0.local", "srv-1.local", "srv-2.local"]
+    reloaded = build_config(printed, [], base_dir=os.path.join(ROOT, "etc"))
+    assert [s.name for s in reloaded.services] == [s["name"] for s in printed["services"]]

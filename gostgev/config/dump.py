@@ -1,7 +1,10 @@
 """The typed model back to GOST-shaped data, for ``-O yaml|json``.
 
 What is printed is what gostgev will run: defaults filled in, host patterns
-normalised, keys in GOST's spelling.
+normalised, keys in GOST's spelling.  Credentials are not printed: authers
+and auth blocks show as ``<hidden>``, and admissions, limiters, TLS files,
+metrics and the API are left out, so the output is for reading, and loads
+again only where it does not need them.
 """
 
 __all__ = ["to_raw"]
@@ -37,11 +40,46 @@ def _service(svc):
         }
     if svc.metadata.as_dict():
         out["metadata"] = svc.metadata.as_dict()
+    if svc.handler.chain is not None:
+        out["handler"]["chain"] = svc.handler.chain.name
+    if svc.listener.chain is not None:
+        out["listener"]["chain"] = svc.listener.chain.name
+    if svc.handler.auther is not None:
+        out["handler"]["auth"] = "<hidden>"
     return out
 
 
+def _chain(chain):
+    hops = []
+    for hop in chain.hops:
+        nodes = []
+        for node in hop.nodes:
+            connector = {"type": node.connector.type}
+            if node.connector.metadata.as_dict():
+                connector["metadata"] = node.connector.metadata.as_dict()
+            if node.connector.auth is not None:
+                connector["auth"] = "<hidden>"
+            dialer = {"type": node.dialer.type}
+            if node.dialer.metadata.as_dict():
+                dialer["metadata"] = node.dialer.metadata.as_dict()
+            nodes.append({"name": node.name, "addr": node.addr, "connector": connector, "dialer": dialer})
+        sel = hop.selector
+        hops.append({"name": hop.name, "selector": {"strategy": sel.strategy, "maxFails": sel.max_fails,
+                                                    "failTimeout": _duration(sel.fail_timeout)},
+                     "nodes": nodes})
+    return {"name": chain.name, "hops": hops}
+
+
+def _ingress(ingress):
+    return {"name": ingress.name,
+            "rules": [{"hostname": rule.hostname, "endpoint": str(rule.endpoint)} for rule in ingress.rules]}
+
+
 def to_raw(config):
-    return {
-        "services": [_service(s) for s in config.services],
-        "log": {"level": config.log.level, "format": config.log.format, "output": config.log.output},
-    }
+    raw = {"services": [_service(s) for s in config.services]}
+    if config.chains:
+        raw["chains"] = [_chain(c) for c in config.chains]
+    if config.ingresses:
+        raw["ingresses"] = [_ingress(i) for i in config.ingresses]
+    raw["log"] = {"level": config.log.level, "format": config.log.format, "output": config.log.output}
+    return raw
