@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Where the memory of an idle proxied connection goes (tracemalloc, in-process).
 
-    python3 scripts/memprobe.py [N]
+    python3 scripts/memprobe.py [--tunnel] [N]
 
-Opens N keep-alive connections through a sniffing ``tcp`` forwarder to a
-local backend, all in this process, and prints the Python-heap growth per
-connection and the allocation sites that grew most.  Client and backend live
+Opens N keep-alive connections through a sniffing ``tcp`` forwarder (or,
+with ``--tunnel``, through a tunnel entrypoint, tunnel server and rtcp
+client) to a local backend, all in this process, and prints the Python-heap
+growth per connection and the allocation sites that grew most.  Client and backend live
 in the same process, so their sockets and greenlets are counted too; the
 allocation sites tell which side each cost belongs to.
 """
@@ -34,17 +35,58 @@ def backend(sock, _address):
     gevent.sleep(3600)   # keep the connection idle
 
 
+TUNNEL_ID = "4d21094e-b74c-4916-86c1-d9fa36ea677b"
+
+
+def forwarder_config(backend_port):
+    return {"services": [{
+        "name": "f", "addr": "127.0.0.1:0", "handler": {"type": "tcp", "metadata": {"sniffing": True}},
+        "forwarder": {"nodes": [{"name": "n", "addr": "127.0.0.1:%d" % backend_port}]}}]}
+
+
+def tunnel_server_config():
+    return {"services": [{
+        "name": "server", "addr": "127.0.0.1:0", "handler": {"type": "tunnel", "metadata": {
+            "entrypoint": "127.0.0.1:0", "ingress": "in"}}}],
+        "ingresses": [{"name": "in", "rules": [{"hostname": "x", "endpoint": TUNNEL_ID}]}]}
+
+
+def tunnel_client_config(server_port, backend_port):
+    return {"services": [{
+        "name": "client", "addr": ":0", "handler": {"type": "rtcp"}, "listener": {"type": "rtcp", "chain": "c"},
+        "forwarder": {"nodes": [{"name": "n", "addr": "127.0.0.1:%d" % backend_port}]}}],
+        "chains": [{"name": "c", "hops": [{"name": "h", "nodes": [{
+            "name": "s", "addr": "127.0.0.1:%d" % server_port,
+            "connector": {"type": "tunnel", "metadata": {"tunnel.id": TUNNEL_ID}}}]}]}]}
+
+
+def start(raw):
+    service = Service(build_config(raw, []).services[0])
+    service.start()
+    return service
+
+
+def proxy_port(tunnel, backend_port):
+    """The port clients connect to, with everything behind it started."""
+    if not tunnel:
+        return start(forwarder_config(backend_port)).address[1]
+    server = start(tunnel_server_config())
+    start(tunnel_client_config(server.address[1], backend_port))
+    registry = server.handler.registry
+    for _ in range(100):
+        if any(not c.closed for t in registry.tunnels() for c in t.connectors):
+            break
+        gevent.sleep(0.05)
+    return server.handler.entrypoints[0].address[1]
+
+
 def main():
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    args = [a for a in sys.argv[1:] if a != "--tunnel"]
+    count = int(args[0]) if args else 1000
     logging.disable(logging.CRITICAL)
     server = StreamServer(("127.0.0.1", 0), backend)
     server.start()
-    config = build_config({"services": [{
-        "name": "f", "addr": "127.0.0.1:0", "handler": {"type": "tcp", "metadata": {"sniffing": True}},
-        "forwarder": {"nodes": [{"name": "n", "addr": "127.0.0.1:%d" % server.address[1]}]}}]}, [])
-    service = Service(config.services[0])
-    service.start()
-    port = service.address[1]
+    port = proxy_port("--tunnel" in sys.argv, server.address[1])
     clients = []
 
     def connect():

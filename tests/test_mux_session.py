@@ -534,15 +534,17 @@ def test_stream_limit(make):
     assert session.num_streams == 3
 
 
-def test_accept_backlog_refuses_and_repeated_syn_is_ignored(make):
-    """SYNs beyond the accept backlog get FIN; a second SYN for a known id changes nothing."""
-    session, peer = make.raw(MuxConfig(keepalive_disabled=True, accept_backlog=2))
-    for sid in (3, 3, 5, 7):
+def test_full_accept_backlog_pauses_reading_and_repeated_syn_is_ignored(make):
+    """SYNs beyond the accept backlog wait for the acceptor (none is refused, the
+    keepalive does not fire meanwhile); a second SYN for a known id changes nothing."""
+    session, peer = make.raw(MuxConfig(keepalive_interval=0.1, keepalive_timeout=0.2, accept_backlog=2))
+    for sid in (3, 3, 5, 7, 9):
         peer.send(CMD_SYN, sid)
-    frame = peer.read()
-    assert (frame.cmd, frame.sid) == (CMD_FIN, 7)
-    assert [session.accept_stream(timeout=1).id for _ in range(2)] == [3, 5]
+    gevent.sleep(0.5)                                   # paused longer than the keepalive timeout
+    assert not session.closed and session.num_streams == 2
+    assert [session.accept_stream(timeout=1).id for _ in range(4)] == [3, 5, 7, 9]
     assert session.accept_stream(timeout=0.05) is None
+    assert peer.read(timeout=0.3) is None               # nothing but keepalives: no FIN, no refusal
 
 
 def test_window_overrun_resets_only_that_stream(make):

@@ -188,11 +188,11 @@ class MuxConfig:
     max_frame_size: int = 32768         #: largest PSH payload we send
     max_receive_buffer: int = 4194304   #: v1: unread bytes per session before reading pauses
     max_stream_buffer: int = 1048576    #: v2: window we advertise per stream
-    #: Ours, not smux's: a v2 stream may hold a whole window unread without
-    #: pausing the session, so this caps memory per session at about
-    #: max_streams * (max_stream_buffer + one frame), and bounds what a
-    #: peer opening streams in a loop can cost.
-    max_streams: int = 4096
+    #: Ours, not smux's (which has no limit): open streams per session, so a
+    #: peer opening streams in a loop cannot exhaust memory or descriptors.
+    #: It must exceed the busiest tunnel connection's concurrent connections;
+    #: each idle stream costs about 1 KB (``mux.maxStreams``).
+    max_streams: int = 16384
     accept_backlog: int = 1024          #: streams opened by the peer, not yet accepted (smux: 1024)
 
     def __post_init__(self):
@@ -207,7 +207,7 @@ class MuxConfig:
             (self.max_receive_buffer > 0, "mux.maxReceiveBuffer", "must be positive", self.max_receive_buffer),
             (0 < self.max_stream_buffer < 2**31, "mux.maxStreamBuffer", "must be 1..2147483647",
              self.max_stream_buffer),
-            (self.max_streams > 0, "max_streams", "must be positive", self.max_streams),
+            (self.max_streams > 0, "mux.maxStreams", "must be positive", self.max_streams),
             (self.accept_backlog > 0, "accept_backlog", "must be positive", self.accept_backlog),
         )
         for ok, key, message, value in checks:
@@ -233,7 +233,8 @@ class MuxConfig:
             keepalive_disabled=md.bool("mux.keepaliveDisabled", default=False),
             max_frame_size=pick(md.int("mux.maxFrameSize", default=0), d.max_frame_size),
             max_receive_buffer=pick(md.int("mux.maxReceiveBuffer", default=0), d.max_receive_buffer),
-            max_stream_buffer=pick(md.int("mux.maxStreamBuffer", default=0), d.max_stream_buffer))
+            max_stream_buffer=pick(md.int("mux.maxStreamBuffer", default=0), d.max_stream_buffer),
+            max_streams=pick(md.int("mux.maxStreams", default=0), d.max_streams))
 
 
 class SendWindow:
@@ -299,12 +300,16 @@ class ReceiveWindow:
 
 
 class ChunkQueue:
-    """A stream's received payloads; ``take(n)`` copies only what it returns."""
+    """A stream's received payloads; ``take(n)`` copies only what it returns.
+
+    The deque exists only while something is queued: most streams are idle
+    most of the time, and an empty deque still holds a 64-slot block.
+    """
 
     __slots__ = ("_chunks", "_offset", "size")
 
     def __init__(self):
-        self._chunks = deque()
+        self._chunks = None
         self._offset = 0    # bytes of _chunks[0] already taken
         self.size = 0
 
@@ -312,12 +317,16 @@ class ChunkQueue:
         return self.size
 
     def append(self, data):
+        if self._chunks is None:
+            self._chunks = deque()
         self._chunks.append(data)
         self.size += len(data)
 
     def take(self, n):
         """Up to ``n`` bytes from the front (b"" when empty)."""
         chunks, offset = self._chunks, self._offset
+        if not chunks:
+            return b""
         parts, got = [], 0
         while chunks and got < n:
             head = chunks[0]
@@ -333,10 +342,12 @@ class ChunkQueue:
                 got = n
         self._offset = offset
         self.size -= got
+        if not chunks:
+            self._chunks = None
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def clear(self):
         """Drop everything; return how many bytes were dropped."""
         dropped, self.size, self._offset = self.size, 0, 0
-        self._chunks.clear()
+        self._chunks = None
         return dropped

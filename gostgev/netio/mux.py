@@ -4,7 +4,8 @@ Architecture (wire rules, windows and config live in :mod:`gostgev.codec.mux`)::
 
     MuxSession(sock, config, client=...)         one per tunnel connection
     ├── reader greenlet: sock.recv -> FrameBuffer -> _dispatch; never writes
-    │     SYN  new MuxStream -> accept queue (full, or max_streams: refused with FIN)
+    │     SYN  new MuxStream -> accept queue; reading pauses while the queue is
+    │          full (as smux does); past max_streams: refused with FIN
     │     PSH  stream's ChunkQueue; v2: a peer overrunning the window resets that stream;
     │          v1: reading pauses while max_receive_buffer bytes sit unread (TCP back-pressure)
     │     FIN  EOF once the stream's data is drained
@@ -89,8 +90,11 @@ class MuxSession:
         self._wlock = Semaphore()
         self._waiting = 0                   # greenlets queued on _wlock
         self._ctrl, self._flusher = [], None  # frames queued by the reader, and their sender
+        self._updates = {}                  # stream id -> consumed count still to report (UPD)
         self._buffered = 0                  # unread bytes across all streams
-        self._paused, self._resume = False, Event()  # v1 reader stopped at max_receive_buffer
+        # the reader stopped: v1 receive buffer full, or the accept queue full
+        self._paused, self._resume = False, Event()
+        self._refused = 0                   # SYNs refused at max_streams
         self._rx = False                    # a frame arrived since the last watchdog check
         try:
             self.remote_address = sock.getpeername() or None
@@ -145,6 +149,8 @@ class MuxSession:
             if self._closed:
                 raise self._gone()
             if self._accepts:
+                if self._paused:
+                    self._resume.set()   # the reader may be waiting for room in the queue
                 return self._accepts.popleft()
             self._accept_ready.clear()
             if not self._accept_ready.wait(_remaining(deadline)):
@@ -239,10 +245,13 @@ class MuxSession:
         if cmd == wire.CMD_SYN:
             if sid in self._streams:
                 pass  # a repeated SYN is ignored, as in smux
-            elif len(self._accepts) >= self.config.accept_backlog or len(self._streams) >= self.config.max_streams:
-                log.debug("%s: stream %d refused: backlog or stream limit reached", self.name, sid)
+            elif len(self._streams) >= self.config.max_streams:
+                self._refused += 1
+                # once per session at warning level: a peer flooding SYNs must not flood the log
+                log.log(logging.WARNING if self._refused == 1 else logging.DEBUG,
+                        "%s: stream %d refused: %d streams open (mux.maxStreams)", self.name, sid, len(self._streams))
                 self._queue_control(wire.encode_header(self.config.version, wire.CMD_FIN, sid))
-            else:
+            elif self._wait_for_accept_room():
                 self._streams[sid] = stream = MuxStream(self, sid)
                 self._accepts.append(stream)
                 self._accept_ready.set()
@@ -257,8 +266,26 @@ class MuxSession:
             stream._on_update(*wire.decode_upd(frame.payload))
         elif cmd == wire.CMD_FIN:
             stream._fin_received = True
-            stream._readable.set()
             stream._writable.set()   # a writer waiting for window must start its half-closed grace
+            stream._wake_reader()
+
+    def _wait_for_accept_room(self):
+        """Stop reading while the accept queue is full; False if the session closed meanwhile.
+
+        A burst of SYNs (thousands of visitors at once) must wait for the
+        acceptor, not be refused: smux blocks its reader the same way.
+        """
+        backlog = self.config.accept_backlog
+        if len(self._accepts) < backlog:
+            return True
+        self._paused = True
+        try:
+            while len(self._accepts) >= backlog and not self._closed:
+                self._resume.clear()
+                self._resume.wait()
+        finally:
+            self._paused = False
+        return not self._closed
 
     def _consumed(self, n):
         """``n`` unread bytes left a stream; let a paused v1 reader go on."""
@@ -314,13 +341,30 @@ class MuxSession:
         if self._closed or len(self._ctrl) >= MAX_PENDING_CONTROL:
             return
         self._ctrl.append(frame)
+        self._start_flusher()
+
+    def _queue_update(self, sid, consumed):
+        """Report a stream's consumed count later, from code that must not block.
+
+        Only the newest count of a stream matters (UPD carries totals), so
+        pending updates are bounded by the number of streams, never dropped.
+        """
+        if not self._closed:
+            self._updates[sid] = consumed
+            self._start_flusher()
+
+    def _start_flusher(self):
         if self._flusher is None:
             self._flusher = gevent.spawn(self._flush_control)
 
     def _flush_control(self):
         try:
-            while self._ctrl and not self._closed:
+            while (self._ctrl or self._updates) and not self._closed:
                 frames, self._ctrl = self._ctrl, []
+                if self._updates:
+                    updates, self._updates = self._updates, {}
+                    window = self.config.max_stream_buffer
+                    frames.extend(wire.encode_upd(2, sid, consumed, window) for sid, consumed in updates.items())
                 self._write(b"".join(frames))
         except OSError:
             pass
@@ -338,7 +382,7 @@ class MuxSession:
 
     def _check_alive(self):
         # Runs in the hub, so a NOP stuck behind a full socket cannot delay
-        # it.  A reader paused by a full receive buffer cannot see frames:
+        # it.  A reader paused by a full buffer or accept queue cannot see frames:
         # silence then is not the peer's fault (smux's rule).
         if self._rx or self._paused:
             self._rx = False
@@ -350,7 +394,7 @@ class MuxStream:
     """One stream of a :class:`MuxSession`, usable where a socket is."""
 
     __slots__ = ("id", "session", "_data", "_readable", "_writable", "_timeout", "_fin_received", "_fin_sent",
-                 "_read_shut", "_closed", "_error", "_rwin", "_swin")
+                 "_read_shut", "_closed", "_error", "_rwin", "_swin", "on_readable")
 
     def __init__(self, session, sid):
         self.id = sid
@@ -363,6 +407,9 @@ class MuxStream:
         self._error = None          # why the stream died: reset, or the session closed
         self._rwin = wire.ReceiveWindow(session.config.max_stream_buffer) if session._v2 else None
         self._swin = wire.SendWindow() if session._v2 else None
+        #: called, in the session's reader or a hub callback, whenever recv_nowait
+        #: may have something new (data, EOF or an error); it must not block
+        self.on_readable = None
 
     def __repr__(self):
         return "<MuxStream %d of %s>" % (self.id, self.session.name)
@@ -390,24 +437,42 @@ class MuxStream:
 
     def recv(self, n, flags=0):
         """Up to ``n`` bytes; b"" after the peer's FIN once drained, or after SHUT_RD."""
-        while not self._data.size:
+        while True:
+            data = self._take(n, self._send_update)
+            if data is not None:
+                return data
+            self._readable.clear()
+            if not self._readable.wait(self._timeout):
+                raise TimeoutError("timed out")
+
+    def recv_nowait(self, n):
+        """As :meth:`recv`, but None instead of waiting.
+
+        Never blocks or switches greenlets (the window update is queued, not
+        written), so it may run in the session's reader or a hub callback.
+        """
+        return self._take(n, self._queue_update)
+
+    def _take(self, n, report):
+        if not self._data.size:
             if self._error is not None:
                 raise ConnectionResetError(errno.ECONNRESET, self._error)
             if self._closed:
                 raise OSError(errno.EBADF, "stream closed")
             if self._fin_received or self._read_shut or n <= 0:
                 return b""
-            self._readable.clear()
-            if not self._readable.wait(self._timeout):
-                raise TimeoutError("timed out")
+            return None
         data = self._data.take(n)
         if data:
             self.session._consumed(len(data))
             if self._rwin is not None:
                 consumed = self._rwin.on_read(len(data))
                 if consumed is not None:
-                    self._send_update(consumed)
+                    report(consumed)
         return data
+
+    def _queue_update(self, consumed):
+        self.session._queue_update(self.id, consumed)
 
     def recv_into(self, buffer, nbytes=0):
         data = self.recv(nbytes or len(buffer))
@@ -416,6 +481,7 @@ class MuxStream:
 
     def _send_update(self, consumed):
         session = self.session
+        session._updates.pop(self.id, None)  # superseded: a queued older total must not follow this one
         try:
             session._write(wire.encode_upd(2, self.id, consumed, session.config.max_stream_buffer))
         except OSError:
@@ -473,7 +539,7 @@ class MuxStream:
         if how in (_stdsocket.SHUT_RD, _stdsocket.SHUT_RDWR):
             self._read_shut = True
             self.session._consumed(self._data.clear())
-            self._readable.set()
+            self._wake_reader()
         if how in (_stdsocket.SHUT_WR, _stdsocket.SHUT_RDWR) and not self.closed and not self._fin_sent:
             self._fin_sent = True
             self._writable.set()
@@ -500,7 +566,7 @@ class MuxStream:
             return self._reset("peer overran the stream window")
         self._data.append(payload)
         self.session._buffered += len(payload)
-        self._readable.set()
+        self._wake_reader()
 
     def _on_update(self, consumed, window):
         if not self._swin.update(consumed, window):
@@ -526,5 +592,10 @@ class MuxStream:
         self._wake()
 
     def _wake(self):
-        self._readable.set()
         self._writable.set()
+        self._wake_reader()
+
+    def _wake_reader(self):
+        self._readable.set()
+        if self.on_readable is not None:
+            self.on_readable()

@@ -16,7 +16,8 @@ from gostgev.codec.http import parse_request_head
 from gostgev.codec.tls import parse_client_hello
 from gostgev.errors import RemoteProtocolError
 
-__all__ = ["SniffTimeout", "PeerClosed", "MalformedHead", "Sniffed", "sniff", "read_head", "with_prefix"]
+__all__ = ["SniffTimeout", "PeerClosed", "MalformedHead", "Sniffed", "sniff", "read_head", "with_prefix",
+           "unwrap_prefix"]
 
 #: bytes asked of the kernel per read while sniffing; a typical head fits
 READ_SIZE = 16 * 1024
@@ -115,3 +116,12 @@ class _Prefixed:
 def with_prefix(conn, data):
     """``conn``, or a wrapper replaying ``data`` before reading ``conn`` again."""
     return _Prefixed(conn, data) if data else conn
+
+
+def unwrap_prefix(conn):
+    """``(bare connection, bytes it still had to replay)``."""
+    data = b""
+    while type(conn) is _Prefixed:
+        data, conn._data = data + conn._data, b""
+        conn = conn._conn
+    return conn, data

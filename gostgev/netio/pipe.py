@@ -22,6 +22,7 @@ Design points, each for a reason:
   between 1 and 1.5 idle timeouts after its last byte.
 """
 
+import logging
 import socket as _stdsocket
 import time
 
@@ -29,11 +30,17 @@ import gevent
 import gevent.event
 from gevent.socket import socket as GeventSocket
 
+from gostgev.netio.mux import MuxStream
+from gostgev.netio.peek import unwrap_prefix
+
 __all__ = ["pipe", "CHUNK"]
 
-# The fast path below drives two plain sockets from libev callbacks: no
-# greenlet per direction, no greenlet switch per chunk.  Anything else (TLS,
-# WebSocket, mux streams) uses the greenlet pair, which only needs recv/sendall.
+log = logging.getLogger(__name__)
+
+# Two fast paths avoid a greenlet per direction: two plain sockets are driven
+# entirely from libev callbacks, and a plain socket with a mux stream gets the
+# stream's data written from the stream's own arrival callback.  Anything else
+# (TLS, WebSocket) uses the greenlet pair, which only needs recv/sendall.
 
 #: bytes read per recv(); large enough that bulk copies are cheap per byte
 CHUNK = 128 * 1024
@@ -51,10 +58,28 @@ def pipe(a, b, idle_timeout=None):
 
     Neither socket is closed here; the caller owns both.
     """
-    # Only real gevent sockets: a wrapper (TLS, WebSocket, bytes read ahead and
-    # replayed) must keep seeing its own recv calls.
-    if type(a) is GeventSocket and type(b) is GeventSocket:
+    # Bytes read ahead (a sniffed head, the rest of a stream header's chunk)
+    # go out first, so the fast paths below see the bare connections.
+    a, ahead_a = unwrap_prefix(a)
+    b, ahead_b = unwrap_prefix(b)
+    if ahead_a:
+        b.sendall(ahead_a)
+    if ahead_b:
+        a.sendall(ahead_b)
+    up, down = _pipe(a, b, idle_timeout)
+    return up + len(ahead_a), down + len(ahead_b)
+
+
+def _pipe(a, b, idle_timeout):
+    # Only real gevent sockets: a wrapper (TLS, WebSocket) must keep seeing its own recv calls.
+    kinds = type(a), type(b)
+    if kinds == (GeventSocket, GeventSocket):
         return _CallbackPipe(a._sock, b._sock, idle_timeout).run()
+    if kinds == (GeventSocket, MuxStream):
+        return _StreamPipe(a, b, idle_timeout).run()
+    if kinds == (MuxStream, GeventSocket):
+        down, up = _StreamPipe(b, a, idle_timeout).run()
+        return up, down
     return _greenlet_pipe(a, b, idle_timeout)
 
 
@@ -223,3 +248,102 @@ class _Direction:
             self.writing.start(self.on_writable)
         elif not self.reading.active:
             self.reading.start(self.on_readable)
+
+
+class _StreamPipe:
+    """A plain socket and a mux stream, with one greenlet instead of two.
+
+    socket -> stream runs in the calling greenlet, because a stream write may
+    wait for the peer's window and for the session's write lock.  stream ->
+    socket runs from the stream's arrival callback (in the session's reader)
+    and from the socket's write watcher: each payload is sent at once, and
+    what the socket cannot take waits for the watcher while the stream keeps
+    the rest (unread data holds back the window, so the peer slows down).
+    """
+
+    def __init__(self, sock, stream, idle_timeout):
+        self.sock = sock
+        self.raw = sock._sock
+        self.stream = stream
+        self.writing = gevent.get_hub().loop.io(self.raw.fileno(), 2)
+        self.pending = None
+        self.sent = 0
+        self.over = False
+        self.done = gevent.event.Event()
+        self.activity = _Activity() if idle_timeout else None
+        self.watchdog = None
+        if idle_timeout:
+            self.watchdog = gevent.get_hub().loop.timer(idle_timeout / 2, idle_timeout / 2)
+            self.watchdog.start(_check_idle, self.activity, idle_timeout, sock, stream)
+
+    def run(self):
+        self.stream.on_readable = self.pump
+        try:
+            self.pump()
+            up = _copy(self.sock, self.stream, self.activity)
+            self.done.wait()
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self.stream.on_readable = None
+            self.writing.close()
+            if self.watchdog is not None:
+                self.watchdog.close()
+        return up, self.sent
+
+    def pump(self):
+        """Move what the stream holds to the socket; never blocks."""
+        if self.over or self.writing.active:
+            return   # the write watcher goes on once the socket drains
+        try:
+            self._pump()
+        except Exception:
+            # This runs in the session's reader or the hub: a bug here must
+            # end this connection, not the tunnel connection or the loop.
+            log.exception("stream pipe failed")
+            self.abort()
+
+    def on_writable(self):
+        self.writing.stop()
+        self.pump()
+
+    def _pump(self):
+        stream, raw = self.stream, self.raw
+        while True:
+            view = self.pending
+            if view is None:
+                try:
+                    data = stream.recv_nowait(CHUNK)
+                except OSError:
+                    return self.abort()
+                if data is None:
+                    return
+                if not data:
+                    self.over = True
+                    _shutdown(raw, _stdsocket.SHUT_WR)
+                    return self.done.set()
+                if self.activity is not None:
+                    self.activity.last = time.monotonic()
+                view = memoryview(data)
+            try:
+                n = raw.send(view)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                return self.abort()
+            self.sent += n
+            if n < len(view):
+                self.pending = view[n:]
+                return self.writing.start(self.on_writable)
+            self.pending = None
+
+    def abort(self):
+        """Stop both directions: the socket at once, the stream from a greenlet
+        of its own (its FIN is a write, which may not happen in the hub)."""
+        self.over = True
+        self.pending = None
+        self.writing.stop()
+        _shutdown(self.raw, _stdsocket.SHUT_RDWR)
+        gevent.spawn(_shutdown, self.stream, _stdsocket.SHUT_RDWR)
+        self.done.set()

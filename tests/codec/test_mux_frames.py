@@ -353,16 +353,18 @@ def test_config_defaults_are_gost_tunnel_defaults():
 def test_config_from_metadata():
     md = Metadata({"mux.version": "1", "mux.keepaliveInterval": "5s", "mux.keepaliveTimeout": "1m",
                    "mux.keepalivedisabled": True, "mux.maxFrameSize": 65535, "mux.maxReceiveBuffer": 1 << 20,
-                   "MUX.MAXSTREAMBUFFER": 65536})
+                   "MUX.MAXSTREAMBUFFER": 65536, "mux.maxStreams": 20000})
     c = MuxConfig.from_metadata(md)
     assert (c.version, c.keepalive_interval, c.keepalive_timeout, c.keepalive_disabled, c.max_frame_size,
-            c.max_receive_buffer, c.max_stream_buffer) == (1, 5.0, 60.0, True, 65535, 1 << 20, 65536)
+            c.max_receive_buffer, c.max_stream_buffer, c.max_streams) == (1, 5.0, 60.0, True, 65535, 1 << 20,
+                                                                           65536, 20000)
     assert MuxConfig.from_metadata(Metadata({"mux.version": 0, "mux.maxFrameSize": 0})) == MuxConfig()
 
 
 @pytest.mark.parametrize("key, value", [
     ("mux.version", 3), ("mux.version", -1), ("mux.maxFrameSize", 65536), ("mux.maxFrameSize", -5),
     ("mux.maxReceiveBuffer", -1), ("mux.maxStreamBuffer", 2**31), ("mux.keepaliveTimeout", "1s"),
+    ("mux.maxStreams", -1),
 ])
 def test_config_rejects(key, value):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
@@ -370,6 +372,6 @@ def test_config_rejects(key, value):
 
 
 def test_config_rejects_own_bounds():
-    for field in ("max_streams", "accept_backlog"):
-        with pytest.raises(ValueError, match=field):
+    for field, key in (("max_streams", "mux.maxStreams"), ("accept_backlog", "accept_backlog")):
+        with pytest.raises(ValueError, match=key):
             MuxConfig(**{field: 0})
