@@ -19,6 +19,7 @@ from gostgev import metrics
 from gostgev.addr import parse_addr
 from gostgev.connector import CONNECTORS
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, DIALERS
+from gostgev.listener import EXHAUSTED_ERRNOS
 from gostgev.selector import Node, Selector
 
 __all__ = ["Chain"]
@@ -71,9 +72,11 @@ class Chain:
     def _attempt(self, route, finish):
         try:
             conn = self._through(route)
-        except OSError:
-            route[0][1].mark_failed()
-            metrics.chain_error(self.name, route[0][1].name)
+        except OSError as exc:
+            # Out of descriptors or memory here is our own shortage, not the node's fault.
+            if exc.errno not in EXHAUSTED_ERRNOS:
+                route[0][1].mark_failed()
+                metrics.chain_error(self.name, route[0][1].name)
             raise
         try:
             result = finish(conn)

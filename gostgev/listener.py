@@ -12,6 +12,7 @@ Either way the handler is called as ``handle(conn, address, target=None)``
 and owns ``conn`` until it returns.
 """
 
+import errno
 import socket as _stdsocket
 
 import gevent
@@ -22,10 +23,13 @@ from gevent.server import StreamServer
 from gostgev import metrics
 from gostgev.codec import relay
 from gostgev.errors import ProtocolError
+from gostgev.limits import RateLimitedLog
+from gostgev.logsetup import get_logger
 from gostgev.netio.peek import PeerClosed, read_head, with_prefix
 from gostgev.registry import Registry
 
-__all__ = ["LISTENERS", "TcpListener", "RtcpListener", "BACKLOG", "listen_tcp", "serve_tcp", "format_address"]
+__all__ = ["LISTENERS", "TcpListener", "RtcpListener", "AcceptServer", "BACKLOG", "EXHAUSTED_ERRNOS", "listen_tcp",
+           "serve_tcp", "format_address"]
 
 LISTENERS = Registry("listener")
 
@@ -39,6 +43,15 @@ RECONNECT_FIRST = 1.0
 RECONNECT_MAX = 5.0
 #: seconds a stream may take to deliver its header
 STREAM_HEADER_TIMEOUT = 10.0
+#: errors that mean "this process or host is out of file descriptors or memory
+#: for now": on accept() the connection stays queued, so accepting again at once
+#: only fails again; on a dial they say nothing about the node dialed
+EXHAUSTED_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: how long accepting pauses after such an error: first, and the cap of the doubling
+ACCEPT_PAUSE_FIRST = 0.05
+ACCEPT_PAUSE_MAX = 1.0
+#: at most one "cannot accept" line per this many seconds per listener
+ACCEPT_LOG_INTERVAL = 5.0
 
 
 @LISTENERS.register("tcp")
@@ -65,7 +78,7 @@ class TcpListener:
             from gostgev.netio.proxyproto import accepting_proxy_headers
 
             serve = accepting_proxy_headers(serve, self.log)
-        self.server = serve_tcp(listen_tcp(self.addr), serve)
+        self.server = serve_tcp(listen_tcp(self.addr), serve, self.log)
         self.log.info("listening on %s", format_address(self.server.address))
 
     def upgrading(self, handle):
@@ -282,8 +295,57 @@ def format_address(address):
     return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 
 
-def serve_tcp(listening, handle):
-    """A started StreamServer on a listening socket, calling ``handle(sock, address)``."""
+class AcceptServer(StreamServer):
+    """A StreamServer that rides out file-descriptor and memory exhaustion.
+
+    gevent hands every failed accept() to the hub, which prints a traceback,
+    and retries within milliseconds: when the process is out of descriptors
+    that is a traceback flood.  Here such an error pauses accepting for a
+    short delay that doubles up to ``ACCEPT_PAUSE_MAX``, and is logged as one
+    line at most every ``ACCEPT_LOG_INTERVAL`` seconds; the first accept that
+    works again resets the delay and logs that accepting resumed.  Queued
+    connections wait in the kernel's backlog meanwhile.  Other errors are
+    left to gevent.
+    """
+
+    def __init__(self, listening, handle, log):
+        super().__init__(listening, handle)
+        self.log = log
+        self._warn = RateLimitedLog(log, interval=ACCEPT_LOG_INTERVAL)
+        self._pause = ACCEPT_PAUSE_FIRST
+        self._failures = 0
+        self._failing_since = 0.0
+
+    def do_read(self):
+        try:
+            accepted = super().do_read()
+        except OSError as exc:
+            if exc.errno not in EXHAUSTED_ERRNOS:
+                raise
+            self._pause_accepting(exc)
+            return None   # gevent's accept loop stops on a false value
+        if accepted and self._failures:
+            self.log.info("accepting connections on %s again after %d failed attempts in %.1fs",
+                          format_address(self.address), self._failures, self.loop.now() - self._failing_since)
+            self._failures = 0
+            self._pause = ACCEPT_PAUSE_FIRST
+        return accepted
+
+    def _pause_accepting(self, exc):
+        if not self._failures:
+            self._failing_since = self.loop.now()
+        self._failures += 1
+        self._warn.warning("accept", "cannot accept connections on %s: %s; retrying at most %gs apart",
+                           format_address(self.address), exc.strerror or exc, ACCEPT_PAUSE_MAX)
+        # Without a pause the listening socket stays readable and the loop spins.
+        self.stop_accepting()
+        self._timer = self.loop.timer(self._pause)   # stop_accepting() and close() cancel it
+        self._timer.start(self._start_accepting_if_started)
+        self._pause = min(self._pause * 2, ACCEPT_PAUSE_MAX)
+
+
+def serve_tcp(listening, handle, log=None):
+    """A started server on a listening socket, calling ``handle(sock, address)``."""
 
     def accepted(sock, address):
         # Proxied traffic is request/response: never let Nagle hold a small write
@@ -291,7 +353,7 @@ def serve_tcp(listening, handle):
         sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
         handle(sock, address)
 
-    server = StreamServer(listening, accepted)
+    server = AcceptServer(listening, accepted, log if log is not None else get_logger("gostgev.listener"))
     server.start()
     return server
 

@@ -28,7 +28,7 @@ from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
 from gostgev.errors import ProtocolError
 from gostgev.forwarder import Forwarder
 from gostgev.handler import HANDLERS, Handler
-from gostgev.listener import format_address
+from gostgev.listener import EXHAUSTED_ERRNOS, format_address
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
 from gostgev.netio.pipe import pipe
@@ -175,7 +175,8 @@ class ForwardHandler(Handler):
                 else:
                     upstream = dial_tcp(where[0], where[1], self.options.dial_timeout)
             except (OSError, ProtocolError) as exc:
-                if node is not None:
+                # Running out of descriptors or memory here is no fault of the node.
+                if node is not None and getattr(exc, "errno", None) not in EXHAUSTED_ERRNOS:
                     node.mark_failed()
                 log.warning("dial %s (%s:%d) failed: %s", name, where[0], where[1],
                             getattr(exc, "strerror", None) or exc)

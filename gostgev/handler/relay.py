@@ -104,7 +104,7 @@ class RelayHandler(Handler):
         conn.sendall(relay.Response(relay.OK, addrs=(bound,)).encode())
         session = MuxSession(conn, self.options.mux, client=True, name="relay bind %s" % bound)
         log = log.bind(bind=bound)
-        server = serve_tcp(sock, lambda c, a: self._carry(session, c, a, log))
+        server = serve_tcp(sock, lambda c, a: self._carry(session, c, a, log), log)
         log.info("remote port bound")
         try:
             session.refuse_streams_until_closed()   # the client never opens streams
