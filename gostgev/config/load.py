@@ -54,6 +54,25 @@ _UNSUPPORTED_NODE = ("matcher", "http", "tls", "probe", "bypass", "bypasses", "c
                      "dialer", "interface", "sockopts", "resolver", "hosts")
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that every integer must be printable."""
+
+
+def _construct_int(loader, node):
+    value = yaml.SafeLoader.construct_yaml_int(loader, node)
+    try:
+        # Hex, octal, binary and base-60 spellings bypass Python's limit on
+        # int/str conversion, so a value could load yet fail in every message
+        # that quotes it.
+        str(value)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(None, None, "integer too long", node.start_mark) from None
+    return value
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
 def read_file(path):
     """Parse a YAML or JSON file (by extension) into plain data."""
     try:
@@ -61,10 +80,12 @@ def read_file(path):
             text = fh.read()
     except OSError as exc:
         raise ConfigError(path, exc.strerror or str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "not UTF-8: byte 0x%02x at offset %d" % (exc.object[exc.start], exc.start)) from None
     try:
         if path.endswith(".json"):
             return json.loads(text) if text.strip() else {}
-        return yaml.safe_load(text) or {}
+        return yaml.load(text, Loader=_ConfigLoader) or {}  # a SafeLoader: plain data only
     except json.JSONDecodeError as exc:
         raise ConfigError("%s:%d:%d" % (path, exc.lineno, exc.colno), "invalid JSON: " + exc.msg) from None
     except yaml.YAMLError as exc:
@@ -72,6 +93,13 @@ def read_file(path):
         where = "%s:%d:%d" % (path, mark.line + 1, mark.column + 1) if mark else path
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(where, "invalid YAML: " + problem) from None
+    except ValueError as exc:
+        # PyYAML's constructors let a malformed scalar (2001-13-01) escape as
+        # a bare ValueError, and both parsers do for a number too long to convert.
+        raise ConfigError(path, "invalid %s value: %s" % ("JSON" if path.endswith(".json") else "YAML", exc)) from None
+    except RecursionError:
+        # Both parsers recurse once per level of [ or {.
+        raise ConfigError(path, "nested too deeply") from None
 
 
 def load_file(path, warnings):
