@@ -20,7 +20,7 @@ import gevent
 import gevent.event
 import yaml
 
-from gostgev import __version__, metrics
+from gostgev import __version__, cluster, metrics
 from gostgev import listener as listener_module
 from gostgev.api import ApiServer
 from gostgev.config.dump import to_raw
@@ -138,28 +138,31 @@ def main(argv=None):
             pidfile.remove()
 
 
-#: handlers that must run in exactly one process: the tunnel registry and the
-#: ports a relay client binds live in that process's memory
-SINGLE_PROCESS_HANDLERS = ("tunnel", "relay")
+#: handlers that must run in exactly one process: the ports a relay client
+#: binds live in that process's memory
+SINGLE_PROCESS_HANDLERS = ("relay",)
 
 
 def start_workers(args):
     """Fork ``args.workers - 1`` more processes; returns their pids, or None in a worker.
 
-    Forwarders, entrypoint-less services and tunnel clients run in every
-    process, on ports shared with SO_REUSEPORT.  Tunnel servers (with their
-    entrypoints), relay handlers, metrics and the API run in the first
-    process only, so every entrypoint connection lands where the tunnel
-    registry is.  Signals sent to the first process are passed on.
+    Every service but relay handlers runs in every process, on ports shared
+    with SO_REUSEPORT.  Tunnel servers run everywhere too: a worker without a
+    connection for a visitor's tunnel passes the visitor to one that has one
+    (:mod:`gostgev.cluster`).  Relay handlers, metrics and the API run in the
+    first process only.  Signals sent to the first process are passed on.
     """
     listener_module.REUSE_PORT = True
+    members = cluster.create(args.workers)
     children = []
     for worker in range(1, args.workers):
         pid = os.fork()
         if pid == 0:
             gevent.reinit()
+            members[worker].start(members)
             os._exit(run_worker(args, worker))
         children.append(pid)
+    members[0].start(members)
     return children
 
 

@@ -16,6 +16,8 @@ Paths
   fwd-2w    the same with --workers 2 (two processes sharing the port)
   tunnel    -> gostgev entrypoint -> tunnel server ══ tunnel client -> nginx
               (server and client are separate processes, as deployed)
+  tunnel-2w the same, the server with --workers 2: one worker holds the
+              tunnel connection, the other hands its visitors over
   tunnel-tls  the same, with the tunnel connection over TLS (self-signed, unverified)
 
 Figures, per path
@@ -293,7 +295,8 @@ def main():
         with open(os.path.join(tmp, "www", "big"), "wb") as fh:
             fh.truncate(size)
         ports = {name: free_port() for name in ("nginx", "haproxy", "forwarder", "tunnel", "entrypoint",
-                                                 "tunnel-tls", "entrypoint-tls", "fwd-2w")}
+                                                 "tunnel-tls", "entrypoint-tls", "fwd-2w", "tunnel-2w",
+                                                 "entrypoint-2w")}
         try:
             with open(os.path.join(tmp, "nginx.conf"), "w") as fh:
                 fh.write(NGINX_CONF.format(dir=tmp, port=ports["nginx"]))
@@ -314,6 +317,11 @@ def main():
                 ports["tunnel"], ports["entrypoint"], HOST, TUNNEL_ID)))
             client = procs.start(gostgev("-L", "rtcp://:0/%s" % backend,
                                          "-F", "tunnel://127.0.0.1:%d?tunnel.id=%s" % (ports["tunnel"], TUNNEL_ID)))
+            id_2w = TUNNEL_ID[:-1] + "3"
+            server_2w = procs.start(gostgev("--workers", "2", "-L", "tunnel://127.0.0.1:%d?entrypoint=127.0.0.1:%d&tunnel=%s:%s"
+                                            % (ports["tunnel-2w"], ports["entrypoint-2w"], HOST, id_2w)))
+            client_2w = procs.start(gostgev("-L", "rtcp://:0/%s" % backend,
+                                            "-F", "tunnel://127.0.0.1:%d?tunnel.id=%s" % (ports["tunnel-2w"], id_2w)))
             tls_id = TUNNEL_ID[:-1] + "2"
             tls_server = procs.start(gostgev("-L", "tunnel+tls://127.0.0.1:%d?entrypoint=127.0.0.1:%d&tunnel=%s:%s" % (
                 ports["tunnel-tls"], ports["entrypoint-tls"], HOST, tls_id)))
@@ -323,6 +331,7 @@ def main():
                      ("forwarder", ports["forwarder"], [forwarder.pid]),
                      ("fwd-2w", ports["fwd-2w"], [two.pid]),
                      ("tunnel", ports["entrypoint"], [server.pid, client.pid]),
+                     ("tunnel-2w", ports["entrypoint-2w"], [server_2w.pid, client_2w.pid]),
                      ("tunnel-tls", ports["entrypoint-tls"], [tls_server.pid, tls_client.pid])]
             if wanted is not None:
                 paths = [p for p in paths if p[0] in wanted]

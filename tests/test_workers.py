@@ -1,4 +1,4 @@
-"""--workers: processes sharing ports with SO_REUSEPORT; tunnel servers in the first only."""
+"""--workers: processes sharing ports with SO_REUSEPORT; tunnels reachable from every worker."""
 
 import os
 import signal
@@ -9,6 +9,7 @@ import time
 import yaml
 
 from tests.procs import eventually, fetch, free_port
+from tests.test_faults import client_process
 from tests.test_tunnel import TUNNEL_A
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,7 +20,7 @@ def children_of(pid):
         return [int(p) for p in fh.read().split()]
 
 
-def test_workers_share_ports_and_tunnels_stay_in_the_first(tmp_path):
+def test_workers_share_ports_and_run_every_service_but_relay(tmp_path):
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "index.html").write_text("site\n")
     ports = {name: free_port() for name in ("files", "server", "entrypoint", "proxy")}
@@ -48,8 +49,8 @@ def test_workers_share_ports_and_tunnels_stay_in_the_first(tmp_path):
         # Both processes serve the shared ports; every request succeeds.
         for port in (ports["files"], ports["proxy"]):
             assert all(fetch(port).endswith(b"site\n") for _ in range(40))
-        # Each process runs a tunnel client: two connections, both reachable
-        # through the one registry in the first process.
+        # Each process runs a tunnel client and a tunnel server: two
+        # connections, each registered in whichever worker accepted it.
         assert all(fetch(ports["entrypoint"], "a.local").endswith(b"site\n") for _ in range(40))
         proc.send_signal(signal.SIGHUP)
         time.sleep(1)
@@ -58,9 +59,41 @@ def test_workers_share_ports_and_tunnels_stay_in_the_first(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
-    assert "started with 3 service(s) (worker 1)" in stderr        # no tunnel server in the worker
+    assert "started with 4 service(s) (worker 1)" in stderr
     assert "started with 4 service(s) and 1 more workers" in stderr
     assert stderr.count("reloaded: nothing changed") == 2
     assert stderr.count("tunnel connection registered") == 2
     for pid in workers:
         assert not os.path.exists("/proc/%d" % pid) or open("/proc/%d/status" % pid).read().find("zombie") >= 0
+
+
+def test_a_tunnel_held_by_one_worker_is_reachable_from_every_worker(tmp_path):
+    """One tunnel connection lands in one worker; entrypoint connections land
+    in both, and those in the other worker are handed over to the holder."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("site\n")
+    ports = {name: free_port() for name in ("files", "server", "entrypoint")}
+    conf = tmp_path / "server.yaml"
+    conf.write_text(yaml.safe_dump({"services": [
+        {"name": "files", "addr": "127.0.0.1:%d" % ports["files"], "handler": {"type": "file",
+                                                                              "metadata": {"dir": "www"}}},
+        {"name": "server", "addr": "127.0.0.1:%d" % ports["server"], "handler": {"type": "tunnel", "metadata": {
+            "entrypoint": "127.0.0.1:%d" % ports["entrypoint"], "tunnel": "a.local:%s" % TUNNEL_A}}},
+    ]}))
+    proc = subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf), "--workers", "2", "--grace", "1",
+                             "--log-level", "debug"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    client = client_process(tmp_path, "client", ports["server"], "127.0.0.1:%d" % ports["files"])
+    try:
+        assert eventually(lambda: fetch(ports["entrypoint"], "a.local").endswith(b"site\n"))
+        # The kernel spreads these over both workers by their source ports:
+        # without hand-overs about half would get 503.
+        answers = [fetch(ports["entrypoint"], "a.local") for _ in range(40)]
+        assert [a.endswith(b"site\n") for a in answers] == [True] * 40
+    finally:
+        client.kill()
+        client.wait(timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert stderr.count("tunnel connection registered") == 1
+    assert "handed to worker" in stderr

@@ -24,8 +24,9 @@ import uuid
 from dataclasses import dataclass
 
 import gevent
+from gevent import socket
 
-from gostgev import metrics
+from gostgev import cluster, metrics
 from gostgev.addr import host_without_port, parse_addr, split_host_port
 from gostgev.auth import authorized
 from gostgev.codec import relay
@@ -38,7 +39,7 @@ from gostgev.ingress import Ingress, Rule, parse_endpoint, parse_rule_host
 from gostgev.listener import TcpListener, format_address
 from gostgev.netio.close import close_gently
 from gostgev.netio.mux import MuxConfig, MuxSession
-from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, read_head, sniff, with_prefix
+from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, bare_socket, read_head, sniff, with_prefix
 from gostgev.netio.pipe import pipe
 from gostgev.tunnel import NoConnector, TunnelRegistry
 
@@ -171,6 +172,8 @@ class TunnelHandler(Handler):
 
     def start(self, service):
         self.service = service
+        if cluster.current is not None:
+            cluster.current.serve(self.config.name, self._handed_over)
         started = []
         try:
             for entrypoint in self.entrypoints:
@@ -191,6 +194,8 @@ class TunnelHandler(Handler):
         for tunnel in self.registry.tunnels():
             for connector in list(tunnel.connectors):
                 connector.session.close()
+        if cluster.current is not None:
+            cluster.current.announce(self.config.name, ())
 
     # -- the tunnel port ------------------------------------------------------------
 
@@ -267,6 +272,63 @@ class TunnelHandler(Handler):
     def _count_connections(self, tunnel_id):
         tunnel = self.registry.get(tunnel_id)
         metrics.tunnel_connections(self.config.name, tunnel_id.text, len(tunnel.connectors) if tunnel else 0)
+        if cluster.current is not None:
+            cluster.current.announce(self.config.name, [
+                t.id.key for t in self.registry.tunnels() if any(not c.closed and not c.udp for c in t.connectors)])
+
+    # -- other workers (--workers) -------------------------------------------------------
+
+    def hand_off(self, conn, tunnel_id, kind, src, dst, data, log):
+        """Pass ``conn`` to a worker holding ``tunnel_id``; False if none could take it.
+
+        A plain socket itself moves to that worker.  A connection whose
+        transport lives in this process (TLS, WebSocket) cannot: the worker
+        gets one end of a socket pair, and this greenlet pipes the other.
+        """
+        member = cluster.current
+        if member is None:
+            return False
+        owners = member.owners(self.config.name, tunnel_id.key)
+        if not owners:
+            return False
+        header = {"service": self.config.name, "tunnel": tunnel_id.text, "kind": kind, "src": src, "dst": dst}
+        sock = bare_socket(conn)
+        ours = None
+        if sock is None:
+            ours, sock = socket.socketpair()
+        try:
+            for index in owners:
+                if member.hand_off(index, sock, header, data):
+                    log.debug("handed to worker %d", index)
+                    if ours is not None:
+                        pipe(conn, ours)
+                    return True
+            return False
+        finally:
+            if ours is not None:
+                ours.close()
+                sock.close()
+
+    def _handed_over(self, conn, header, data):
+        """A connection another worker accepted, for a tunnel connection held here."""
+        kind, src, dst = header["kind"], header["src"], header["dst"]
+        tunnel_id = relay.TunnelID.parse(header["tunnel"])
+        log = self.log.bind(remote=src, host=host_without_port(dst), tunnel=tunnel_id.text,
+                            worker=header.get("from"))
+        try:
+            stream, connector = self.registry.open_stream(tunnel_id)
+        except NoConnector as exc:
+            # Gone since the other worker looked: answer as it would have.
+            log.warning("%s", exc)
+            if kind == RELAY:
+                reply(conn, relay.SERVICE_UNAVAILABLE)
+            elif kind == HTTP:
+                close_gently(conn, simple_response(503, "gostgev: no live tunnel connection for host %s"
+                                                   % host_without_port(dst)))
+            return
+        if kind == RELAY:
+            reply(conn, relay.OK)
+        self.relay_stream(conn, stream, connector, src, dst, data, log)
 
     def _public_name(self, host, tunnel_id):
         """The name reported to a binding client (GOST's endpoint rules)."""
@@ -303,6 +365,9 @@ class TunnelHandler(Handler):
         try:
             stream, connector = self.registry.open_stream(tunnel_id, request.network or "tcp")
         except NoConnector as exc:
+            if (request.network or "tcp") == "tcp" and self.hand_off(conn, tunnel_id, RELAY, src, dst, leftover,
+                                                                       log):
+                return
             log.warning("%s", exc)
             return reply(conn, relay.SERVICE_UNAVAILABLE)
         reply(conn, relay.OK)
@@ -453,16 +518,18 @@ class Entrypoint:
             return self._refuse(conn, sniffed, 502, "no tunnel for host %s" % (host or "(none)"), log)
         tunnel_id = rule.endpoint
         log = log.bind(tunnel=tunnel_id.text)
-        try:
-            stream, connector = self.handler.registry.open_stream(tunnel_id)
-        except NoConnector as exc:
-            return self._refuse(conn, sniffed, 503, "no live tunnel connection for host %s" % host, log,
-                                detail=str(exc))
         if sniffed.protocol == TLS:
             dst = "%s:443" % host
         else:
             _, port = split_host_port(sniffed.head.header("host") or "")
             dst = "%s:%s" % (host, port if port.isdigit() else "80")
+        try:
+            stream, connector = self.handler.registry.open_stream(tunnel_id)
+        except NoConnector as exc:
+            if self.handler.hand_off(conn, tunnel_id, sniffed.protocol, client, dst, sniffed.data, log):
+                return
+            return self._refuse(conn, sniffed, 503, "no live tunnel connection for host %s" % host, log,
+                                detail=str(exc))
         self.handler.relay_stream(conn, stream, connector, client, dst, sniffed.data, log)
 
     def _refuse(self, conn, sniffed, status, message, log, detail=None):

@@ -10,6 +10,7 @@ hold the connection longer than a client that sends nothing).
 from dataclasses import dataclass
 
 import gevent
+from gevent.socket import socket as GeventSocket
 
 from gostgev.codec import sniff as detect_mod
 from gostgev.codec.http import parse_request_head
@@ -17,7 +18,7 @@ from gostgev.codec.tls import parse_client_hello
 from gostgev.errors import RemoteProtocolError
 
 __all__ = ["SniffTimeout", "PeerClosed", "MalformedHead", "Sniffed", "sniff", "read_head", "with_prefix",
-           "unwrap_prefix"]
+           "unwrap_prefix", "bare_socket"]
 
 #: bytes asked of the kernel per read while sniffing; a typical head fits
 READ_SIZE = 16 * 1024
@@ -125,3 +126,10 @@ def unwrap_prefix(conn):
         data, conn._data = data + conn._data, b""
         conn = conn._conn
     return conn, data
+
+
+def bare_socket(conn):
+    """The plain gevent socket under ``conn`` if nothing is left to replay, else None."""
+    while type(conn) is _Prefixed and not conn._data:
+        conn = conn._conn
+    return conn if type(conn) is GeventSocket else None

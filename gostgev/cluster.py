@@ -1,0 +1,190 @@
+"""Tunnel servers spread over ``--workers`` processes.
+
+Every worker accepts on the tunnel port and on the entrypoints (SO_REUSEPORT),
+so a tunnel client's connection lands in one worker and a visitor for that
+tunnel in any.  Workers tell each other which tunnels they hold.  A worker
+with no live connection for a request's tunnel passes the accepted socket
+itself (SCM_RIGHTS), with the bytes it already read, to a worker that has
+one; from then on that worker serves the connection as if it had accepted it.
+A tunnel connection in the same worker is always preferred: handing off
+costs one datagram each way through the kernel, and nothing after that.
+
+Transport: one AF_UNIX datagram socket per worker, bound in the abstract
+namespace before the fork.  Each process keeps only its own socket open and
+sends to the others' addresses, so a worker that died refuses datagrams
+(ECONNREFUSED) instead of collecting them unread.  A message is one JSON
+line, then raw bytes; a hand-off carries exactly one descriptor.
+"""
+
+import array
+import json
+import logging
+import os
+import socket as _stdsocket
+import uuid
+
+import gevent
+from gevent import socket
+
+__all__ = ["Member", "create", "current"]
+
+log = logging.getLogger(__name__)
+
+#: the member of this process, or None when gostgev runs as one process
+current = None
+
+#: a hand-off carries a sniffed head (at most 64 KiB of ClientHello) and a header
+MAX_MESSAGE = 256 * 1024
+
+
+def create(count):
+    """One member per worker, made before forking; each process keeps one (:meth:`Member.start`)."""
+    tag = "gostgev-%d-%s" % (os.getpid(), uuid.uuid4().hex[:12])
+    addresses = ["\0%s-%d" % (tag, i) for i in range(count)]
+    members = []
+    for index, address in enumerate(addresses):
+        sock = _stdsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_DGRAM)
+        sock.bind(address)
+        sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDBUF, MAX_MESSAGE * 2)
+        members.append(Member(index, addresses, sock))
+    return members
+
+
+class Member:
+    """This process's view of its siblings: what they hold, and how to reach them."""
+
+    def __init__(self, index, addresses, sock):
+        self.index = index
+        self.addresses = addresses
+        self._raw = sock
+        self.sock = None
+        self._held = {}         # service name -> {worker index -> set of tunnel keys}
+        self._receivers = {}    # service name -> callback(conn, header, data)
+        self._turn = 0
+        self._reader = None
+
+    def start(self, others=()):
+        """Serve this member in this process; close the sockets of ``others`` (theirs, not ours)."""
+        global current
+        for other in others:
+            if other is not self:
+                other._raw.close()
+        self.sock = socket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_DGRAM, fileno=self._raw.detach())
+        self._reader = gevent.spawn(self._receive)
+        current = self
+        return self
+
+    def close(self):
+        global current
+        if self._reader is not None:
+            self._reader.kill(block=False)
+        if self.sock is not None:
+            self.sock.close()
+        if current is self:
+            current = None
+
+    # -- what the tunnel handler calls -------------------------------------------------
+
+    def serve(self, service, receive):
+        """Hand-offs for ``service`` go to ``receive(conn, header, data)``, in a greenlet of their own."""
+        self._receivers[service] = receive
+
+    def announce(self, service, keys):
+        """Tell every sibling the tunnel keys ``service`` holds live connections for, here."""
+        self._broadcast({"op": "held", "service": service, "tunnels": sorted(k.hex() for k in keys)})
+
+    def owners(self, service, key):
+        """Sibling indexes holding ``key``, rotated so consecutive calls start at different ones."""
+        found = [i for i, keys in self._held.get(service, {}).items() if key.hex() in keys]
+        if not found:
+            return []
+        self._turn += 1
+        start = self._turn % len(found)
+        return found[start:] + found[:start]
+
+    def hand_off(self, index, conn, header, data):
+        """Pass ``conn`` and ``data`` to sibling ``index``; False if it cannot be reached."""
+        message = self._encode(dict(header, op="conn"), data)
+        fds = array.array("i", [conn.fileno()])
+        try:
+            self.sock.sendmsg([message], [(_stdsocket.SOL_SOCKET, _stdsocket.SCM_RIGHTS, fds)], 0,
+                              self.addresses[index])
+        except OSError as exc:
+            log.warning("worker %d unreachable, forgetting its tunnels: %s", index, exc.strerror or exc)
+            self._forget(index)
+            return False
+        return True
+
+    # -- wire --------------------------------------------------------------------------
+
+    def _encode(self, header, data=b""):
+        header["from"] = self.index
+        return json.dumps(header, separators=(",", ":")).encode() + b"\n" + data
+
+    def _broadcast(self, header):
+        message = self._encode(header)
+        for index, address in enumerate(self.addresses):
+            if index == self.index:
+                continue
+            try:
+                self.sock.sendto(message, address)
+            except OSError:
+                self._forget(index)
+
+    def _forget(self, index):
+        for held in self._held.values():
+            held.pop(index, None)
+
+    def _receive(self):
+        space = _stdsocket.CMSG_SPACE(array.array("i").itemsize * 4)
+        while True:
+            try:
+                message, ancdata, flags, _ = self.sock.recvmsg(MAX_MESSAGE, space)
+            except OSError as exc:
+                log.error("worker channel: %s", exc.strerror or exc)
+                gevent.sleep(1)   # do not spin if the socket itself is broken
+                continue
+            fds = _descriptors(ancdata)
+            try:
+                self._dispatch(message, fds, flags)
+            except Exception:
+                log.exception("worker channel: bad message")
+            finally:
+                for fd in fds:
+                    _close_fd(fd)
+
+    def _dispatch(self, message, fds, flags):
+        head, _, data = message.partition(b"\n")
+        header = json.loads(head)
+        op, sender = header.get("op"), header.get("from")
+        if op == "held":
+            self._held.setdefault(header["service"], {})[sender] = set(header["tunnels"])
+        elif op == "conn":
+            receive = self._receivers.get(header.get("service"))
+            if flags & (_stdsocket.MSG_TRUNC | _stdsocket.MSG_CTRUNC) or len(fds) != 1 or receive is None:
+                log.warning("worker channel: hand-off from worker %s dropped", sender)
+                return
+            conn = socket.socket(fileno=os.dup(fds[0]))
+            gevent.spawn(_serve, receive, conn, header, data)
+
+
+def _serve(receive, conn, header, data):
+    try:
+        receive(conn, header, data)
+    finally:
+        conn.close()
+
+
+def _descriptors(ancdata):
+    fds = array.array("i")
+    for level, kind, payload in ancdata:
+        if level == _stdsocket.SOL_SOCKET and kind == _stdsocket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    return list(fds)
+
+
+def _close_fd(fd):
+    try:
+        os.close(fd)
+    except OSError:
+        pass

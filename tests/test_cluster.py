@@ -1,0 +1,83 @@
+"""Workers passing tunnel visitors to each other (gostgev.cluster), in one process."""
+
+import gevent
+import pytest
+from gevent import socket
+
+from gostgev import cluster
+
+KEY = bytes(range(16))
+
+
+@pytest.fixture
+def pair():
+    members = cluster.create(2)
+    started = [m.start() for m in members]
+    yield started
+    for member in started:
+        member.close()
+    cluster.current = None
+
+
+def tcp_pair():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
+def wait_for(predicate, seconds=5):
+    with gevent.Timeout(seconds, False):
+        while not predicate():
+            gevent.sleep(0.01)
+    return predicate()
+
+
+def test_announced_tunnels_route_a_handed_off_socket(pair):
+    first, second = pair
+    got = []
+
+    def receive(conn, header, data):
+        got.append((header["tunnel"], header["from"], data, conn.recv(100)))
+        conn.sendall(b"served by the second worker")
+
+    second.serve("server", receive)
+    second.announce("server", [KEY])
+    assert wait_for(lambda: first.owners("server", KEY) == [1])
+    assert first.owners("server", b"\x00" * 16) == [] and first.owners("other", KEY) == []
+    client, accepted = tcp_pair()
+    with client:
+        assert first.hand_off(1, accepted, {"service": "server", "tunnel": "t"}, b"already read")
+        accepted.close()                       # the first worker lets go; the second still has it
+        client.sendall(b"more")
+        client.settimeout(5)
+        assert client.recv(100) == b"served by the second worker"
+        assert client.recv(100) == b""         # closed by the second worker when done
+    assert got == [("t", 0, b"already read", b"more")]
+
+
+def test_withdrawn_tunnels_and_dead_workers_are_forgotten(pair):
+    first, second = pair
+    second.announce("server", [KEY])
+    assert wait_for(lambda: first.owners("server", KEY) == [1])
+    second.announce("server", [])
+    assert wait_for(lambda: first.owners("server", KEY) == [])
+    second.announce("server", [KEY])
+    assert wait_for(lambda: first.owners("server", KEY) == [1])
+    second.close()
+    client, accepted = tcp_pair()
+    with client, accepted:
+        assert not first.hand_off(1, accepted, {"service": "server", "tunnel": "t"}, b"")
+    assert first.owners("server", KEY) == []
+
+
+def test_hand_off_for_an_unknown_service_is_dropped_and_closed(pair):
+    first, _second = pair
+    client, accepted = tcp_pair()
+    with client:
+        assert first.hand_off(1, accepted, {"service": "nobody", "tunnel": "t"}, b"")
+        accepted.close()
+        client.settimeout(5)
+        assert client.recv(100) == b""         # no descriptor leaks on the receiving side
