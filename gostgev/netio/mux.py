@@ -23,7 +23,8 @@ peer's FIN our writes still go out, because a gostgev peer keeps reading
 after its own FIN (a Go peer just drops them).  So ``sendall`` raises
 BrokenPipeError only once we sent FIN or the stream or session is closed.
 A writer whose peer sent FIN and then spent the window waits at most
-``HALF_CLOSED_WINDOW_WAIT`` for more, then gets BrokenPipeError.
+``HALF_CLOSED_WINDOW_WAIT`` for more, then gets BrokenPipeError, unless the
+peer has sent a window update since its FIN (only a gostgev peer does).
 
 Teardown.  EOF, a socket error, a bad frame or a keepalive timeout closes
 the session: recv raises ConnectionResetError (unread data is dropped),
@@ -394,7 +395,7 @@ class MuxStream:
     """One stream of a :class:`MuxSession`, usable where a socket is."""
 
     __slots__ = ("id", "session", "_data", "_readable", "_writable", "_timeout", "_fin_received", "_fin_sent",
-                 "_read_shut", "_closed", "_error", "_rwin", "_swin", "on_readable")
+                 "_read_shut", "_closed", "_error", "_rwin", "_swin", "on_readable", "_reads_after_fin")
 
     def __init__(self, session, sid):
         self.id = sid
@@ -404,6 +405,7 @@ class MuxStream:
         self._writable = Event()
         self._timeout = None
         self._fin_received = self._fin_sent = self._read_shut = self._closed = False
+        self._reads_after_fin = False   # the peer sent a window update after its FIN
         self._error = None          # why the stream died: reset, or the session closed
         self._rwin = wire.ReceiveWindow(session.config.max_stream_buffer) if session._v2 else None
         self._swin = wire.SendWindow() if session._v2 else None
@@ -509,9 +511,11 @@ class MuxStream:
                 if window <= 0:
                     self._writable.clear()
                     wait = _remaining(deadline)
-                    if self._fin_received:
+                    if self._fin_received and not self._reads_after_fin:
                         # A Go peer that sent FIN drops our data and never
-                        # opens its window again; a gostgev peer still reads.
+                        # opens its window again; a gostgev peer still reads,
+                        # and once it has shown that, it may pause as long as
+                        # it likes (back-pressure, not a dead stream).
                         wait = HALF_CLOSED_WINDOW_WAIT if wait is None else min(wait, HALF_CLOSED_WINDOW_WAIT)
                     if not self._writable.wait(wait):
                         if self._fin_received:
@@ -571,6 +575,8 @@ class MuxStream:
     def _on_update(self, consumed, window):
         if not self._swin.update(consumed, window):
             return self._reset("peer consumed more than was sent")
+        if self._fin_received:
+            self._reads_after_fin = True
         self._writable.set()
 
     def _die(self, reason):
