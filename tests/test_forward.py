@@ -1,5 +1,7 @@
 """End to end: the ``tcp`` handler over real loopback sockets."""
 
+import socket as _stdsocket
+import struct
 import time
 
 import gevent
@@ -204,3 +206,30 @@ def test_round_robin_between_nodes_of_one_host(run_services, http_sites):
     bodies = [http_get(ports["proxy"], "app.example.com")[1] for _ in range(6)]
     assert sorted(bodies) == [b"a"] * 3 + [b"b"] * 3
     assert bodies[0] != bodies[1]
+
+
+def _sends_then_resets(sock, _address):
+    sock.recv(4096)
+    sock.sendall(b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 1000)
+    gevent.sleep(0.2)
+    sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()   # RST: the download is cut short
+
+
+@pytest.mark.parametrize("sniffing", [False, True])
+def test_backend_reset_reaches_the_client_as_a_reset(start_services, backend, sniffing):
+    """A body that ends at EOF must not look complete when the backend failed."""
+    site = backend(_sends_then_resets)
+    port = start_services({"services": [{
+        "name": "f", "addr": "127.0.0.1:0", "handler": {"type": "tcp", "metadata": {"sniffing": sniffing}},
+        "forwarder": {"nodes": [{"name": "n", "addr": site.addr}]}}]})["f"].address[1]
+    with connect(port) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        got = b""
+        with pytest.raises(ConnectionResetError):
+            for _ in range(1000):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+    assert got.endswith(b"x" * 1000)          # everything sent before the reset arrived

@@ -8,8 +8,10 @@ Design points, each for a reason:
 * EOF on one side becomes ``shutdown(SHUT_WR)`` on the other (a half-close),
   and the opposite direction keeps flowing: ``nc -N``-style clients, HTTP/1.0
   uploads and many RPC protocols rely on this.
-* An error on either side (reset, timeout) aborts both directions at once by
-  shutting both sockets down, which wakes the other greenlet.
+* An error on either side (reset, timeout) aborts both directions at once,
+  and the other side's peer gets a reset, not a FIN that would pass a cut
+  transfer off as complete (see ``_reset``).  An idle timeout or a server
+  stop ends both sides with FIN.
 * Buffers are not held while idle: ``recv(CHUNK)`` allocates only once data
   is ready and the bytes object is released after ``sendall``.  An idle
   connection costs two greenlets and two sockets, no buffer.
@@ -22,8 +24,10 @@ Design points, each for a reason:
   between 1 and 1.5 idle timeouts after its last byte.
 """
 
+import _socket
 import logging
 import socket as _stdsocket
+import struct
 import time
 
 import gevent
@@ -125,8 +129,8 @@ def _copy(src, dst, activity):
             sent += len(data)
     except OSError:
         # Either side failed: stop both directions now.
-        _shutdown(src, _stdsocket.SHUT_RDWR)
-        _shutdown(dst, _stdsocket.SHUT_RDWR)
+        _reset(src)
+        _reset(dst)
         return sent
 
 
@@ -135,6 +139,29 @@ def _shutdown(sock, how):
         sock.shutdown(how)
     except OSError:
         pass
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _reset(sock):
+    """End a connection whose other half failed, so that its peer sees an error.
+
+    A FIN would tell the peer the transfer was complete: a download cut
+    short by a reset backend or a dead tunnel would look whole to any
+    protocol that ends at EOF.  A TCP socket gets SO_LINGER 0, so that
+    closing it sends RST, and SHUT_RD, which sends nothing but wakes its
+    readers.  A mux stream cannot be reset on the wire (smux has no RST):
+    it gets its FIN.
+    """
+    if isinstance(sock, (GeventSocket, _socket.socket)):   # _socket: also gevent's raw sockets
+        try:
+            sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass
+        _shutdown(sock, _stdsocket.SHUT_RD)
+    else:
+        _shutdown(sock, _stdsocket.SHUT_RDWR)
 
 
 class _CallbackPipe:
@@ -164,7 +191,7 @@ class _CallbackPipe:
         finally:
             # Also when this greenlet is killed (server stop): no callback may outlive it.
             if not self.done.is_set():
-                self.abort()
+                self.abort(failed=False)
             if self.watchdog is not None:
                 self.watchdog.close()
         return self.up.sent, self.down.sent
@@ -173,11 +200,14 @@ class _CallbackPipe:
         if self.up.over and self.down.over:
             self.done.set()
 
-    def abort(self):
+    def abort(self, failed=True):
         for direction in (self.up, self.down):
             direction.stop()
-        _shutdown(self.up.src, _stdsocket.SHUT_RDWR)
-        _shutdown(self.down.src, _stdsocket.SHUT_RDWR)
+        for sock in (self.up.src, self.down.src):
+            if failed:
+                _reset(sock)
+            else:
+                _shutdown(sock, _stdsocket.SHUT_RDWR)
         self.done.set()
 
 
@@ -283,7 +313,7 @@ class _StreamPipe:
             up = _copy(self.sock, self.stream, self.activity)
             self.done.wait()
         except BaseException:
-            self.abort()
+            self.abort(failed=False)
             raise
         finally:
             self.stream.on_readable = None
@@ -338,12 +368,15 @@ class _StreamPipe:
                 return self.writing.start(self.on_writable)
             self.pending = None
 
-    def abort(self):
+    def abort(self, failed=True):
         """Stop both directions: the socket at once, the stream from a greenlet
         of its own (its FIN is a write, which may not happen in the hub)."""
         self.over = True
         self.pending = None
         self.writing.stop()
-        _shutdown(self.raw, _stdsocket.SHUT_RDWR)
+        if failed:
+            _reset(self.raw)
+        else:
+            _shutdown(self.raw, _stdsocket.SHUT_RDWR)
         gevent.spawn(_shutdown, self.stream, _stdsocket.SHUT_RDWR)
         self.done.set()
