@@ -20,6 +20,8 @@ password must be sent empty.
 import hmac
 from dataclasses import dataclass
 
+from gostgev.textfile import read_text
+
 __all__ = ["User", "Auther", "authorized", "load_users_file"]
 
 # Compared against when the user does not exist, so both paths cost the same.
@@ -72,18 +74,21 @@ def authorized(auther, username, password):
 def load_users_file(path, parse_tunnel):
     """Users from a file: ``user password [uuid,uuid...]`` per line; ValueError names the line."""
     users = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            fields = line.split("#", 1)[0].split()
-            if not fields:
-                continue
-            if len(fields) > 3:
-                raise ValueError("%s:%d: expected 'user password [uuid,...]'" % (path, number))
-            tunnels = frozenset()
-            if len(fields) == 3:
-                try:
-                    tunnels = frozenset(parse_tunnel(t).key for t in fields[2].split(",") if t)
-                except ValueError as exc:
-                    raise ValueError("%s:%d: %s" % (path, number, exc)) from None
-            users.append(User(fields[0], fields[1] if len(fields) > 1 else "", tunnels))
+    try:
+        text = read_text(path)
+    except ValueError as exc:
+        raise ValueError("%s: %s" % (path, exc)) from None
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) > 3:
+            raise ValueError("%s:%d: expected 'user password [uuid,...]'" % (path, number))
+        tunnels = frozenset()
+        if len(fields) == 3:
+            try:
+                tunnels = frozenset(parse_tunnel(t).key for t in fields[2].split(",") if t)
+            except ValueError as exc:
+                raise ValueError("%s:%d: %s" % (path, number, exc)) from None
+        users.append(User(fields[0], fields[1] if len(fields) > 1 else "", tunnels))
     return users

@@ -182,3 +182,29 @@ def test_file_dir_is_relative_to_the_config_file(tmp_path):
     conf.write_text("services:\n- name: f\n  addr: :1\n  handler: {type: file, metadata: {dir: www}}\n")
     config = load_file(str(conf), [])
     assert config.services[0].handler.options.root == str((tmp_path / "www").resolve())
+
+
+@pytest.mark.timeout(10)
+def test_files_that_are_not_regular_files_are_refused_at_once(tmp_path):
+    """/dev/zero would be read forever and a FIFO would block start-up."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", str(fifo)):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            load_file(path, [])
+        conf = tmp_path / "users.yaml"
+        conf.write_text("services: []\nauthers:\n- name: a\n  file: {path: %s}\n" % path)
+        with pytest.raises(ConfigError, match=r"authers\[0\]\.file\.path: .*not a regular file"):
+            load_file(str(conf), [])
+
+
+def test_oversized_files_are_refused(tmp_path):
+    from gostgev.textfile import read_text
+
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"x" * 200)
+    with pytest.raises(ValueError, match="larger than"):
+        read_text(str(big), limit=199)
+    assert read_text(str(big), limit=200) == "x" * 200

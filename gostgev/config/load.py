@@ -35,6 +35,7 @@ from gostgev.config.model import (
 )
 from gostgev.config.section import Metadata, Section
 from gostgev.errors import ConfigError
+from gostgev.textfile import read_text
 
 __all__ = ["load_file", "read_file", "build_config"]
 
@@ -76,12 +77,13 @@ _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 def read_file(path):
     """Parse a YAML or JSON file (by extension) into plain data."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_text(path)
     except OSError as exc:
         raise ConfigError(path, exc.strerror or str(exc)) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(path, "not UTF-8: byte 0x%02x at offset %d" % (exc.object[exc.start], exc.start)) from None
+    except ValueError as exc:
+        raise ConfigError(path, str(exc)) from None
     try:
         if path.endswith(".json"):
             return json.loads(text) if text.strip() else {}
