@@ -6,6 +6,7 @@ except the CLI tests, which start ``python -m gostgev`` as a subprocess.
 
 import datetime
 import ipaddress
+import signal
 import ssl as _stdssl
 
 import gevent
@@ -254,3 +255,15 @@ def test_ca(tmp_path_factory):
     write("client", *make_leaf(ca_cert, ca_key, "tunnel client", [x509.DNSName("client")],
                                ExtendedKeyUsageOID.CLIENT_AUTH))
     return files
+
+
+@pytest.fixture
+def processes():
+    """Subprocesses a test started (append them): killed, even if stopped, and reaped."""
+    started = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+        proc.wait(timeout=10)

@@ -37,17 +37,6 @@ def client_process(tmp_path, name, server_port, backend_addr, tunnel_id=TUNNEL_A
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
 
 
-@pytest.fixture
-def processes():
-    started = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.kill()
-        proc.wait(timeout=10)
-
-
 def slow_stream(sock, _address):
     """A backend that streams forever, slowly: a transfer that is always in flight."""
     sock.recv(4096)

@@ -48,17 +48,6 @@ from tests.test_gost_wire import (
 from tests.test_tunnel import TUNNEL_A, TUNNEL_B, UNNAMED, Deployment, client_config
 
 
-@pytest.fixture
-def processes():
-    started = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.kill()
-        proc.wait(timeout=10)
-
-
 def free_ports(count):
     """``count`` distinct loopback ports that were free a moment ago."""
     socks = [_stdsocket.socket() for _ in range(count)]

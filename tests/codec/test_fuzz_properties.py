@@ -5,7 +5,6 @@ chunked results; here they get both arbitrary bytes and valid streams cut
 at random, so the comparison is made where it matters.
 """
 
-import ipaddress
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 from gostgev.codec import mux, ws
 from gostgev.codec.proxyproto import encode_v1, encode_v2, parse_proxy_header
 from gostgev.codec.relay import Request, Response, TunnelID, parse_request, parse_response
+from tests.codec.test_relay import _is_ip
 from tests.fuzz_targets import ERROR, MORE, OUTCOMES, TARGETS, VALUE, chunks
 
 CODEC_TARGETS = sorted(set(TARGETS) - {"url", "config-yaml"})
@@ -51,14 +51,6 @@ _requests = st.builds(lambda cmd, flags, auth, addrs, tunnel_id, network: Reques
     st.none() | st.sampled_from(["tcp", "udp"]))
 _responses = st.builds(Response, status=st.integers(0, 255), addrs=st.lists(_addrs, max_size=2).map(tuple),
                        tunnel_id=_tunnels)
-
-
-def _is_ip(text):
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 @SETTINGS
