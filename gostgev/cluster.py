@@ -10,10 +10,13 @@ A tunnel connection in the same worker is always preferred: handing off
 costs one datagram each way through the kernel, and nothing after that.
 
 Transport: one AF_UNIX datagram socket per worker, bound in the abstract
-namespace before the fork.  Each process keeps only its own socket open and
-sends to the others' addresses, so a worker that died refuses datagrams
-(ECONNREFUSED) instead of collecting them unread.  A message is one JSON
-line, then raw bytes; a hand-off carries exactly one descriptor.
+namespace before the fork.  Each process keeps only its own socket open, so
+a worker that died refuses datagrams (ECONNREFUSED) instead of collecting
+them unread.  It sends through one socket connected to each sibling: only a
+connected datagram socket reports, by becoming writable, that the peer's
+queue has room again (Linux queues only net.unix.max_dgram_qlen datagrams,
+10 by default).  A message is one JSON line, then raw bytes; a hand-off
+carries exactly one descriptor.
 """
 
 import array
@@ -21,10 +24,12 @@ import json
 import logging
 import os
 import socket as _stdsocket
+import time
 import uuid
 
 import gevent
 from gevent import socket
+from gevent.lock import Semaphore
 
 __all__ = ["Member", "create", "current"]
 
@@ -35,6 +40,9 @@ current = None
 
 #: a hand-off carries a sniffed head (at most 64 KiB of ClientHello) and a header
 MAX_MESSAGE = 256 * 1024
+#: seconds a message may wait for room in a sibling's queue before that
+#: sibling counts as stuck
+SEND_TIMEOUT = 5.0
 
 
 def create(count):
@@ -62,6 +70,7 @@ class Member:
         self._receivers = {}    # service name -> callback(conn, header, data)
         self._turn = 0
         self._reader = None
+        self._peers = {}        # sibling index -> (socket connected to it, its send lock)
 
     def start(self, others=()):
         """Serve this member in this process; close the sockets of ``others`` (theirs, not ours)."""
@@ -70,6 +79,13 @@ class Member:
             if other is not self:
                 other._raw.close()
         self.sock = socket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_DGRAM, fileno=self._raw.detach())
+        for index, address in enumerate(self.addresses):
+            if index != self.index:
+                peer = socket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_DGRAM)
+                peer.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDBUF, MAX_MESSAGE * 2)
+                peer.connect(address)
+                # one sender at a time: a gevent socket takes one waiter per event
+                self._peers[index] = (peer, Semaphore())
         self._reader = gevent.spawn(self._receive)
         current = self
         return self
@@ -80,6 +96,8 @@ class Member:
             self._reader.kill(block=False)
         if self.sock is not None:
             self.sock.close()
+        for peer, _ in self._peers.values():
+            peer.close()
         if current is self:
             current = None
 
@@ -106,14 +124,7 @@ class Member:
         """Pass ``conn`` and ``data`` to sibling ``index``; False if it cannot be reached."""
         message = self._encode(dict(header, op="conn"), data)
         fds = array.array("i", [conn.fileno()])
-        try:
-            self.sock.sendmsg([message], [(_stdsocket.SOL_SOCKET, _stdsocket.SCM_RIGHTS, fds)], 0,
-                              self.addresses[index])
-        except OSError as exc:
-            log.warning("worker %d unreachable, forgetting its tunnels: %s", index, exc.strerror or exc)
-            self._forget(index)
-            return False
-        return True
+        return self._send(index, message, [(_stdsocket.SOL_SOCKET, _stdsocket.SCM_RIGHTS, fds)])
 
     # -- wire --------------------------------------------------------------------------
 
@@ -123,13 +134,27 @@ class Member:
 
     def _broadcast(self, header):
         message = self._encode(header)
-        for index, address in enumerate(self.addresses):
-            if index == self.index:
-                continue
-            try:
-                self.sock.sendto(message, address)
-            except OSError:
-                self._forget(index)
+        for index in list(self._peers):
+            self._send(index, message)
+
+    def _send(self, index, message, ancdata=()):
+        """One datagram to sibling ``index``; False (and the sibling forgotten) if it cannot take it."""
+        if index not in self._peers:
+            return False
+        peer, lock = self._peers[index]
+        deadline = time.monotonic() + SEND_TIMEOUT
+        try:
+            with lock:
+                # gevent's sendmsg waits for room once, then reports 0 if
+                # another sender's datagram took it: try again.
+                while not peer.sendmsg([message], ancdata):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("its queue stayed full for %gs" % SEND_TIMEOUT)
+        except OSError as exc:
+            log.warning("worker %d unreachable, forgetting its tunnels: %s", index, exc.strerror or exc)
+            self._forget(index)
+            return False
+        return True
 
     def _forget(self, index):
         for held in self._held.values():
@@ -165,6 +190,7 @@ class Member:
                 log.warning("worker channel: hand-off from worker %s dropped", sender)
                 return
             conn = socket.socket(fileno=os.dup(fds[0]))
+            log.debug("hand-off from worker %s", sender)
             gevent.spawn(_serve, receive, conn, header, data)
 
 

@@ -81,3 +81,31 @@ def test_hand_off_for_an_unknown_service_is_dropped_and_closed(pair):
         accepted.close()
         client.settimeout(5)
         assert client.recv(100) == b""         # no descriptor leaks on the receiving side
+
+
+def test_a_burst_of_hand_offs_waits_for_a_slow_sibling_and_loses_none(pair):
+    """The kernel queues only a few datagrams per socket (net.unix.max_dgram_qlen);
+    senders must wait for room, not drop what does not fit."""
+    first, second = pair
+    got = []
+
+    def receive(conn, header, data):
+        got.append(header["n"])
+        conn.sendall(b"%d" % header["n"])
+
+    second.serve("server", receive)
+    peers = []
+
+    def hand_one(n):
+        mine, theirs = socket.socketpair()
+        peers.append((n, mine, first.hand_off(1, theirs, {"service": "server", "n": n}, b"")))
+        theirs.close()
+
+    count = 300
+    gevent.joinall([gevent.spawn(hand_one, n) for n in range(count)], timeout=20)
+    assert sorted(n for n, _, ok in peers if ok) == list(range(count))
+    for n, mine, _ in peers:
+        with mine:
+            mine.settimeout(5)
+            assert mine.recv(16) == b"%d" % n
+    assert sorted(got) == list(range(count))
