@@ -295,7 +295,9 @@ class _StreamPipe:
         self.sock = sock
         self.raw = sock._sock
         self.stream = stream
-        self.writing = gevent.get_hub().loop.io(self.raw.fileno(), 2)
+        self.loop = gevent.get_hub().loop
+        self.writing = self.loop.io(self.raw.fileno(), 2)
+        self.scheduled = False
         self.pending = None
         self.sent = 0
         self.over = False
@@ -307,7 +309,7 @@ class _StreamPipe:
             self.watchdog.start(_check_idle, self.activity, idle_timeout, sock, stream)
 
     def run(self):
-        self.stream.on_readable = self.pump
+        self.stream.on_readable = self.schedule
         try:
             self.pump()
             up = _copy(self.sock, self.stream, self.activity)
@@ -321,6 +323,20 @@ class _StreamPipe:
             if self.watchdog is not None:
                 self.watchdog.close()
         return up, self.sent
+
+    def schedule(self):
+        """Pump once the session's reader has dispatched the frames of its last read.
+
+        One read holds several frames of this stream; sending each as it is
+        dispatched would cost a system call per frame.
+        """
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.run_callback(self._scheduled)
+
+    def _scheduled(self):
+        self.scheduled = False
+        self.pump()
 
     def pump(self):
         """Move what the stream holds to the socket; never blocks."""
