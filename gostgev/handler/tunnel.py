@@ -45,6 +45,8 @@ from gostgev.tunnel import NoConnector, TunnelRegistry
 
 __all__ = ["TunnelHandler", "TunnelOptions"]
 
+NO_LIVE_CONNECTION = "no live tunnel connection for host %s"
+
 #: default deadline for a relay request on the tunnel port and for the
 #: request head on an entrypoint; GOST has none on either
 DEFAULT_HEADER_TIMEOUT = 10.0
@@ -319,13 +321,10 @@ class TunnelHandler(Handler):
             stream, connector = self.registry.open_stream(tunnel_id)
         except NoConnector as exc:
             # Gone since the other worker looked: answer as it would have.
-            log.warning("%s", exc)
             if kind == RELAY:
-                reply(conn, relay.SERVICE_UNAVAILABLE)
-            elif kind == HTTP:
-                close_gently(conn, simple_response(503, "gostgev: no live tunnel connection for host %s"
-                                                   % host_without_port(dst)))
-            return
+                log.warning("%s", exc)
+                return reply(conn, relay.SERVICE_UNAVAILABLE)
+            return refuse(conn, kind, 503, NO_LIVE_CONNECTION % host_without_port(dst), log, detail=str(exc))
         if kind == RELAY:
             reply(conn, relay.OK)
         self.relay_stream(conn, stream, connector, src, dst, data, log)
@@ -515,7 +514,7 @@ class Entrypoint:
         log = log.bind(host=host, protocol=sniffed.protocol)
         rule = self.ingress.lookup(host) if self.ingress is not None and host else None
         if rule is None or rule.endpoint.private:
-            return self._refuse(conn, sniffed, 502, "no tunnel for host %s" % (host or "(none)"), log)
+            return refuse(conn, sniffed.protocol, 502, "no tunnel for host %s" % (host or "(none)"), log)
         tunnel_id = rule.endpoint
         log = log.bind(tunnel=tunnel_id.text)
         if sniffed.protocol == TLS:
@@ -528,11 +527,12 @@ class Entrypoint:
         except NoConnector as exc:
             if self.handler.hand_off(conn, tunnel_id, sniffed.protocol, client, dst, sniffed.data, log):
                 return
-            return self._refuse(conn, sniffed, 503, "no live tunnel connection for host %s" % host, log,
-                                detail=str(exc))
+            return refuse(conn, sniffed.protocol, 503, NO_LIVE_CONNECTION % host, log, detail=str(exc))
         self.handler.relay_stream(conn, stream, connector, client, dst, sniffed.data, log)
 
-    def _refuse(self, conn, sniffed, status, message, log, detail=None):
-        log.warning("%s", detail or message)
-        if sniffed.protocol == HTTP:
-            close_gently(conn, simple_response(status, "gostgev: " + message))
+
+def refuse(conn, protocol, status, message, log, detail=None):
+    """Log why, and tell an HTTP client (``status`` and ``message``); TLS clients are just closed."""
+    log.warning("%s", detail or message)
+    if protocol == HTTP:
+        close_gently(conn, simple_response(status, "gostgev: " + message))
