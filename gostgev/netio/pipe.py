@@ -88,11 +88,7 @@ def _pipe(a, b, idle_timeout):
 
 
 def _greenlet_pipe(a, b, idle_timeout):
-    activity = watchdog = None
-    if idle_timeout:
-        activity = _Activity()
-        watchdog = gevent.get_hub().loop.timer(idle_timeout / 2, idle_timeout / 2)
-        watchdog.start(_check_idle, activity, idle_timeout, a, b)
+    activity, watchdog = _watch_idle(idle_timeout, a, b)
     child = gevent.spawn(_copy, b, a, activity)
     try:
         up = _copy(a, b, activity)
@@ -107,6 +103,16 @@ def _greenlet_pipe(a, b, idle_timeout):
         if watchdog is not None:
             watchdog.close()
     return up, child.value or 0
+
+
+def _watch_idle(idle_timeout, a, b):
+    """``(activity, watchdog timer)`` cutting ``a`` and ``b`` when idle, or ``(None, None)`` without a timeout."""
+    if not idle_timeout:
+        return None, None
+    activity = _Activity()
+    watchdog = gevent.get_hub().loop.timer(idle_timeout / 2, idle_timeout / 2)
+    watchdog.start(_check_idle, activity, idle_timeout, a, b)
+    return activity, watchdog
 
 
 def _check_idle(activity, idle_timeout, a, b):
@@ -175,11 +181,7 @@ class _CallbackPipe:
     def __init__(self, a, b, idle_timeout):
         loop = gevent.get_hub().loop
         self.done = gevent.event.Event()
-        self.activity = _Activity() if idle_timeout else None
-        self.watchdog = None
-        if idle_timeout:
-            self.watchdog = loop.timer(idle_timeout / 2, idle_timeout / 2)
-            self.watchdog.start(_check_idle, self.activity, idle_timeout, a, b)
+        self.activity, self.watchdog = _watch_idle(idle_timeout, a, b)
         self.up = _Direction(self, a, b, loop)
         self.down = _Direction(self, b, a, loop)
 
@@ -285,10 +287,11 @@ class _StreamPipe:
 
     socket -> stream runs in the calling greenlet, because a stream write may
     wait for the peer's window and for the session's write lock.  stream ->
-    socket runs from the stream's arrival callback (in the session's reader)
-    and from the socket's write watcher: each payload is sent at once, and
-    what the socket cannot take waits for the watcher while the stream keeps
-    the rest (unread data holds back the window, so the peer slows down).
+    socket runs from a loop callback scheduled by the stream's arrival
+    callback, once per batch of frames the session's reader dispatched, and
+    from the socket's write watcher: what the socket cannot take waits for
+    the watcher while the stream keeps the rest (unread data holds back the
+    window, so the peer slows down).
     """
 
     def __init__(self, sock, stream, idle_timeout):
@@ -302,11 +305,7 @@ class _StreamPipe:
         self.sent = 0
         self.over = False
         self.done = gevent.event.Event()
-        self.activity = _Activity() if idle_timeout else None
-        self.watchdog = None
-        if idle_timeout:
-            self.watchdog = gevent.get_hub().loop.timer(idle_timeout / 2, idle_timeout / 2)
-            self.watchdog.start(_check_idle, self.activity, idle_timeout, sock, stream)
+        self.activity, self.watchdog = _watch_idle(idle_timeout, sock, stream)
 
     def run(self):
         self.stream.on_readable = self.schedule
