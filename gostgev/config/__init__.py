@@ -1,0 +1,1 @@
+"""The configuration: raw YAML/JSON and GOST command-line URLs, checked and typed."""
