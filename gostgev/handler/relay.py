@@ -4,10 +4,15 @@
   ``auth``, as GOST's own docs advise).
 * BIND (only with metadata ``bind: true``): listen on the requested address
   on this server, reply with the address actually bound, and turn the
-  client's connection into a mux session (smux v1, as GOST).  Each
-  connection accepted on the bound port becomes a stream that starts with a
-  relay header naming the connecting peer.  The port closes when the client's
-  session ends.
+  client's connection into a mux session.  Each connection accepted on the
+  bound port becomes a stream that starts with a relay header naming the
+  connecting peer.  The port closes when the client's session ends.
+
+The smux version of a BIND session: ``mux.version`` when the metadata sets
+it; otherwise inferred from the request.  A BIND carrying a tunnel ID comes
+from a ``tunnel`` connector, which speaks smux v2; a plain relay BIND speaks
+v1.  (GOST's relay handler always uses ``mux.version``, default 1, so a
+``tunnel`` connector needs ``mux.version=2`` on a GOST relay server.)
 """
 
 import dataclasses
@@ -33,20 +38,26 @@ class RelayOptions:
     bind: bool                 #: allow clients to BIND ports on this server
     read_timeout: float        #: deadline for the relay request
     dial_timeout: float
-    mux: MuxConfig             #: smux version 1 unless mux.version says otherwise
+    mux: MuxConfig             #: session parameters; ``version`` only counts if mux_version_set
+    mux_version_set: bool      #: mux.version given: use it for every BIND, infer nothing
     auther: object
+
+    def mux_for(self, request):
+        """The mux config for this BIND: explicit version, else 2 for a tunnel connector, 1 for relay."""
+        if self.mux_version_set:
+            return self.mux
+        return dataclasses.replace(self.mux, version=2 if request.tunnel_id is not None else 1)
 
 
 @HANDLERS.register("relay")
 class RelayHandler(Handler):
     @classmethod
     def parse_options(cls, md, context):
-        mux = MuxConfig.from_metadata(md)
-        if "mux.version" not in md:
-            mux = dataclasses.replace(mux, version=1)
+        # As in GOST, mux.version 0 means "not set".
         return RelayOptions(
             bind=md.bool("bind"), read_timeout=md.duration("readtimeout") or DEFAULT_HEADER_TIMEOUT,
-            dial_timeout=md.duration("dialtimeout") or DEFAULT_DIAL_TIMEOUT, mux=mux, auther=context.auther)
+            dial_timeout=md.duration("dialtimeout") or DEFAULT_DIAL_TIMEOUT, mux=MuxConfig.from_metadata(md),
+            mux_version_set=md.int("mux.version", default=0) != 0, auther=context.auther)
 
     def handle(self, conn, address, target=None):
         log = self.log.bind(remote=format_address(address))
@@ -101,9 +112,10 @@ class RelayHandler(Handler):
             log.warning("BIND %s failed: %s", request.addrs[-1], getattr(exc, "strerror", None) or exc)
             return reply(conn, relay.SERVICE_UNAVAILABLE)
         bound = format_address(sock.getsockname())
+        mux = self.options.mux_for(request)
         conn.sendall(relay.Response(relay.OK, addrs=(bound,)).encode())
-        session = MuxSession(conn, self.options.mux, client=True, name="relay bind %s" % bound)
-        log = log.bind(bind=bound)
+        session = MuxSession(conn, mux, client=True, name="relay bind %s" % bound)
+        log = log.bind(bind=bound, mux="v%d" % mux.version)
         server = serve_tcp(sock, lambda c, a: self._carry(session, c, a, log), log)
         log.info("remote port bound")
         try:
