@@ -33,9 +33,7 @@ class _Hop:
         self.selector = Selector(config.selector)
         self.nodes = []
         for node in config.nodes:
-            md = node.metadata
-            self.nodes.append(Node(node, config.selector, max_fails=md.int("maxfails", default=0) or None,
-                                   fail_timeout=md.duration("failtimeout") or None))
+            self.nodes.append(Node(node, config.selector, max_fails=node.max_fails, fail_timeout=node.fail_timeout))
         # One connector and one dialer object per node: they hold parsed
         # options (tunnel ID, TLS context...).
         self.connectors = {id(n): CONNECTORS.get(n.config.connector.type)(n.config.connector)

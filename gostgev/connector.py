@@ -23,7 +23,8 @@ from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.netio.peek import PeerClosed, read_head, with_prefix
 from gostgev.registry import Registry
 
-__all__ = ["CONNECTORS", "ConnectError", "Bound", "TunnelConnector", "RelayConnector", "HANDSHAKE_TIMEOUT"]
+__all__ = ["CONNECTORS", "ConnectError", "Bound", "ConnectorOptions", "TunnelConnector", "RelayConnector",
+           "HANDSHAKE_TIMEOUT"]
 
 CONNECTORS = Registry("connector")
 
@@ -41,6 +42,15 @@ class ConnectError(ConnectionError):
             super().__init__("unauthorized by %s: check the connector's auth" % server)
         else:
             super().__init__("%s refused the request: %s" % (server, relay.STATUS_NAMES.get(status, status)))
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorOptions:
+    """A connector's metadata, parsed at config load."""
+
+    mux: MuxConfig
+    tunnel_uuid: bytes | None = None  #: tunnel.id; None = a fresh ID per process (tunnel only)
+    weight: int = 0                   #: tunnel.weight, 0..255 (tunnel only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +96,14 @@ def exchange(conn, request, timeout=HANDSHAKE_TIMEOUT):
 
 
 class _Base:
+    @classmethod
+    def parse_options(cls, md):
+        """Typed options from ``connector.metadata``; ``ValueError`` names the bad key."""
+        return ConnectorOptions(mux=MuxConfig.from_metadata(md))
+
     def __init__(self, config):
         self.config = config
-        md = config.metadata
-        self.mux = MuxConfig.from_metadata(md)
+        self.mux = config.options.mux
         auth = config.auth
         self.username = auth.username if auth else None
         self.password = auth.password if auth else None
@@ -97,18 +111,22 @@ class _Base:
 
 @CONNECTORS.register("tunnel")
 class TunnelConnector(_Base):
+    @classmethod
+    def parse_options(cls, md):
+        text = md.str("tunnel.id", "tunnelid")
+        try:
+            tunnel_uuid = relay.TunnelID.parse(text).uuid if text else None
+        except ValueError as exc:
+            raise ValueError("tunnel.id: %s" % exc) from None
+        return ConnectorOptions(mux=MuxConfig.from_metadata(md), tunnel_uuid=tunnel_uuid,
+                                weight=md.int("tunnel.weight", default=0, minimum=0, maximum=255))
+
     def __init__(self, config):
         super().__init__(config)
-        md = config.metadata
-        text = md.str("tunnel.id", "tunnelid")
-        weight = md.int("tunnel.weight", default=0, minimum=0, maximum=255)
-        if text:
-            parsed = relay.TunnelID.parse(text)
-            self.tunnel_id = relay.TunnelID(parsed.uuid, 0, weight)
-        else:
-            # GOST's behaviour: a fresh time-based ID per process, i.e. a new
-            # tunnel on every restart.
-            self.tunnel_id = relay.TunnelID(uuid.uuid1().bytes, 0, weight)
+        opts = config.options
+        # Without tunnel.id, GOST's behaviour: a fresh time-based ID per
+        # process, i.e. a new tunnel on every restart.
+        self.tunnel_id = relay.TunnelID(opts.tunnel_uuid or uuid.uuid1().bytes, 0, opts.weight)
 
     def connect(self, conn, target, network="tcp", src=None):
         request = relay.Request(
@@ -139,11 +157,13 @@ class TunnelConnector(_Base):
 
 @CONNECTORS.register("relay")
 class RelayConnector(_Base):
-    def __init__(self, config):
-        super().__init__(config)
+    @classmethod
+    def parse_options(cls, md):
+        options = super().parse_options(md)
         # Plain relay BIND sessions are smux version 1 unless told otherwise, as in GOST.
-        if "mux.version" not in config.metadata:
-            self.mux = dataclasses.replace(self.mux, version=1)
+        if "mux.version" not in md:
+            options = dataclasses.replace(options, mux=dataclasses.replace(options.mux, version=1))
+        return options
 
     def connect(self, conn, target, network="tcp", src=None):
         request = relay.Request(

@@ -9,6 +9,7 @@ connection.
 
 import ipaddress
 import socket as _stdsocket
+from dataclasses import dataclass
 
 from gevent import socket
 
@@ -52,6 +53,12 @@ def _ip_family(host):
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class WsDialerOptions:
+    path: str                 #: the request path (GOST's default /ws)
+    host: str | None = None   #: the Host header; default: the node's address
+
+
 @DIALERS.register("tcp")
 class TcpDialer:
     """Plain TCP; subclasses add a handshake over the connection.
@@ -59,6 +66,11 @@ class TcpDialer:
     The handshake is separate from the TCP connect so that a chain can run
     it over a connection that an earlier hop already relayed.
     """
+
+    @classmethod
+    def parse_options(cls, md):
+        """Typed options from ``dialer.metadata``; ``ValueError`` names the bad key."""
+        return None
 
     def __init__(self, config):
         self.config = config
@@ -104,11 +116,14 @@ class TlsDialer(TcpDialer):
 
 @DIALERS.register("ws")
 class WsDialer(TcpDialer):
+    @classmethod
+    def parse_options(cls, md):
+        return WsDialerOptions(path=md.str("path", default=DEFAULT_WS_PATH), host=md.str("host"))
+
     def __init__(self, config):
         super().__init__(config)
-        md = config.metadata
-        self.path = md.str("path", default=DEFAULT_WS_PATH)
-        self.host = md.str("host")
+        self.path = config.options.path
+        self.host = config.options.host
 
     def handshake(self, conn, host, port, timeout=DEFAULT_DIAL_TIMEOUT):
         from gostgev.netio.ws import ws_connect

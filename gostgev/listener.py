@@ -58,6 +58,11 @@ ACCEPT_LOG_INTERVAL = 5.0
 class TcpListener:
     accepts_chain = False
 
+    @classmethod
+    def parse_options(cls, md):
+        """Typed options from ``listener.metadata``, parsed at config load; ``ValueError`` on bad values."""
+        return None
+
     def __init__(self, service_config, log, addr=None):
         self.service_config = service_config
         self.addr = addr or service_config.addr
@@ -157,10 +162,13 @@ class TlsListener(_Upgrading):
 class WsListener(_Upgrading):
     kind = "WebSocket"
 
+    @classmethod
+    def parse_options(cls, md):
+        return md.str("path", default="/ws")    # the WebSocket request path
+
     def __init__(self, service_config, log, addr=None):
         super().__init__(service_config, log, addr)
-        md = service_config.listener.metadata
-        self.path = md.str("path", default="/ws")
+        self.path = service_config.listener.options
 
     def upgrade(self, sock):
         from gostgev.netio.ws import ws_accept

@@ -92,8 +92,7 @@ class Service:
     def start(self):
         try:
             self.handler.start(self)
-            self.listener.start(self._handle, gate=self.gate,
-                                accept_proxy=self.config.metadata.int("proxyprotocol", default=0) > 0)
+            self.listener.start(self._handle, gate=self.gate, accept_proxy=self.config.proxy_protocol > 0)
         except (OSError, ValueError) as exc:
             self.handler.stop(0)
             raise ServiceError("service %s: cannot listen on %s: %s"
@@ -117,7 +116,7 @@ class Service:
         old = self.config
         return (config.addr == old.addr and config.handler.type == old.handler.type
                 and config.listener == old.listener
-                and config.metadata.int("proxyprotocol", default=0) == old.metadata.int("proxyprotocol", default=0))
+                and config.proxy_protocol == old.proxy_protocol)
 
     def reconfigure(self, config):
         """Apply a reloaded config in place: the listener and live connections stay."""

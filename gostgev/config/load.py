@@ -33,7 +33,7 @@ from gostgev.config.model import (
     ServiceConfig,
     TLSConfig,
 )
-from gostgev.config.section import Metadata, Section
+from gostgev.config.section import Metadata, Section, join_path, unknown_key
 from gostgev.errors import ConfigError
 from gostgev.textfile import read_text
 
@@ -43,7 +43,7 @@ __all__ = ["load_file", "read_file", "build_config"]
 # accepted so a GOST file loads unchanged, with one warning each.
 _UNSUPPORTED_TOP = (
     "bypasses", "resolvers", "hosts", "sds",
-    "limiters", "climiters", "rlimiters", "quotas", "observers", "recorders", "routers",
+    "limiters", "rlimiters", "quotas", "observers", "recorders", "routers",
     "rewriters", "caches", "loggers", "profiling", "plugins",
 )
 _UNSUPPORTED_SERVICE = (
@@ -53,6 +53,13 @@ _UNSUPPORTED_SERVICE = (
 )
 _UNSUPPORTED_NODE = ("matcher", "http", "tls", "probe", "bypass", "bypasses", "connector",
                      "dialer", "interface", "sockopts", "resolver", "hosts")
+# Metadata keys of GOST's that no gostgev component reads where they stand:
+# "not supported", where any other key nobody reads is "unknown".
+_UNSUPPORTED_METADATA = frozenset(
+    "backlog keepalive keepaliveperiod ttl readbuffersize readqueuesize mptcp header enablecompression "
+    "handshaketimeout readheadertimeout maxheaderbytes nodelay connecttimeout interface so_mark netns "
+    "proxyprotocol observer.period observer.resettraffic limiter.refreshinterval enablestats "
+    "preup postup predown postdown sniffing.websocket sniffing.websocket.samplerate mux".split())
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -135,8 +142,12 @@ def build_config(raw, warnings, base_dir="."):
         services.append(service)
     log = _log(root.section("log"))
     metrics = _admin(root.section("metrics"), authers, "/metrics", "path")
-    api = _admin(root.section("api"), authers, "", "pathprefix")
+    api = _admin(root.section("api"), authers, "", "pathPrefix")
     root.unsupported(*_UNSUPPORTED_TOP)
+    if not services:
+        misspelled = root.missing("services")
+        if misspelled.path != "services":   # "sevices:" must not mean "no services"
+            raise misspelled
     root.finish()
     return Config(services=tuple(services), log=log, base_dir=base_dir, metrics=metrics, api=api,
                   chains=tuple(chains.values()), ingresses=tuple(ingresses.values()))
@@ -164,7 +175,7 @@ def _admin(sec, authers, default_path, path_key):
     except ValueError as exc:
         raise ConfigError(sec.key_path("addr"), str(exc)) from None
     config = AdminConfig(addr=addr, path=sec.str(path_key) or default_path,
-                         auther=_handler_auther(sec, authers), access_log=sec.bool("accesslog", False))
+                         auther=_handler_auther(sec, authers), access_log=sec.bool("accessLog", False))
     sec.finish()
     return config
 
@@ -193,21 +204,21 @@ def _service(svc, index, hops, chains, ingresses, components, base_dir):
     name = svc.str("name") or "service-%d" % index
     handler_sec = svc.section("handler")
     if handler_sec is None:
-        raise ConfigError(svc.key_path("handler"), "required")
+        raise svc.missing("handler")
     listener_sec = svc.section("listener")
     listener_type = (listener_sec.str("type") if listener_sec else None) or "tcp"
     if listener_type not in LISTENERS:
         raise ConfigError(listener_sec.key_path("type"), _unknown("listener", listener_type, LISTENERS))
     handler_type = handler_sec.str("type")
     if not handler_type:
-        raise ConfigError(handler_sec.key_path("type"), "required (known: %s)" % ", ".join(HANDLERS.names()))
+        raise handler_sec.missing("type", "required (known: %s)" % ", ".join(HANDLERS.names()))
     handler_cls = HANDLERS.get(handler_type)
     if handler_cls is None:
         raise ConfigError(handler_sec.key_path("type"), _unknown("handler", handler_type, HANDLERS))
 
     addr_text = svc.str("addr")
     if not addr_text:
-        raise ConfigError(svc.key_path("addr"), "required")
+        raise svc.missing("addr")
     try:
         addr = parse_addr(addr_text)
     except ValueError as exc:
@@ -217,10 +228,6 @@ def _service(svc, index, hops, chains, ingresses, components, base_dir):
     fwd_sec = svc.section("forwarder")
     if fwd_sec is not None:
         forwarder = _forwarder(fwd_sec, hops, base_dir)
-    if handler_cls.needs_forwarder and (forwarder is None or not forwarder.nodes):
-        raise ConfigError(svc.key_path("forwarder"),
-                          "handler %r needs forwarder nodes to send traffic to" % handler_type)
-
     handler_md = handler_sec.metadata()
     auther = _handler_auther(handler_sec, components["authers"])
     context = LoadContext(base_dir=base_dir, ingresses=ingresses, auther=auther)
@@ -231,9 +238,13 @@ def _service(svc, index, hops, chains, ingresses, components, base_dir):
     handler_chain = _chain_ref(handler_sec, chains)
     if handler_chain is not None and not handler_cls.accepts_chain:
         raise ConfigError(handler_sec.key_path("chain"), "handler %r cannot use a chain" % handler_type)
+    if handler_cls.needs_nodes(options, handler_chain) and (forwarder is None or not forwarder.nodes):
+        raise ConfigError(svc.key_path("forwarder"),
+                          "handler %r needs forwarder nodes to send traffic to" % handler_type)
     handler_sec.unsupported("retries", "limiter", "observer", "chaingroup")
     handler_sec.finish()
-    listener_md, listener_chain, listener_tls = Metadata({}), None, components["tls"]
+    listener_md, listener_chain, listener_tls = Metadata({}, svc.key_path("listener") + ".metadata"), None, \
+        components["tls"]
     if listener_sec is not None:
         listener_md = listener_sec.metadata()
         listener_chain = _chain_ref(listener_sec, chains)
@@ -242,19 +253,59 @@ def _service(svc, index, hops, chains, ingresses, components, base_dir):
         listener_sec.finish()
     if listener_chain is not None and not LISTENERS.get(listener_type).accepts_chain:
         raise ConfigError(listener_sec.key_path("chain"), "listener %r cannot use a chain" % listener_type)
+    listener_options = _options(LISTENERS.get(listener_type), listener_md)
     admission = _refs(svc, ("admission", "admissions"), components["admissions"], "admission")
     climits = _refs(svc, ("climiter",), components["climiters"], "climiter")
     service_md = svc.metadata()
+    proxy_protocol = service_md.int("proxyProtocol", default=0, minimum=0, maximum=2)
     svc.unsupported(*_UNSUPPORTED_SERVICE)
     svc.finish()
+    _check_metadata((handler_md, listener_md, service_md), svc.warn)
     return ServiceConfig(
         name=name, addr=addr,
         handler=HandlerConfig(type=handler_type, metadata=handler_md, options=options, auther=auther,
                               chain=handler_chain),
-        listener=ListenerConfig(type=listener_type, metadata=listener_md, chain=listener_chain, tls=listener_tls),
-        forwarder=forwarder, metadata=service_md,
+        listener=ListenerConfig(type=listener_type, metadata=listener_md, chain=listener_chain, tls=listener_tls,
+                                options=listener_options),
+        forwarder=forwarder, metadata=service_md, proxy_protocol=proxy_protocol,
         admission=admission[0] if admission else None, climits=climits[0] if climits else (),
     )
+
+
+def _options(cls, md):
+    """A listener's, dialer's or connector's typed options, parsed now so a bad value stops the load."""
+    try:
+        return cls.parse_options(md)
+    except ValueError as exc:
+        raise ConfigError(md.path, str(exc)) from None
+
+
+def _check_metadata(group, warn):
+    """Warn once for every metadata key that nothing read.
+
+    ``group`` holds the maps that one GOST command-line URL fills at once
+    (handler, listener and service metadata for ``-L``; hop, node, connector
+    and dialer metadata for ``-F``).  A key found in all of them with one
+    value was copied there, so it is known when any of them reads it, and
+    is reported once, at the first, when none does.
+    """
+    group = [md for md in group if md is not None]
+    copied = set()
+    if len(group) > 1:
+        first = group[0].as_dict()
+        copied = {key for key, value in first.items()
+                  if all(key in md.as_dict() and md.as_dict()[key] == value for md in group[1:])}
+    for index, md in enumerate(group):
+        for key in md.as_dict():
+            if key in md.asked:
+                continue
+            if key in copied and (index > 0 or any(key in other.asked for other in group)):
+                continue
+            if key in _UNSUPPORTED_METADATA:
+                warn("%s: not supported by gostgev, ignored" % join_path(md.path, md.spelling(key)))
+            else:
+                known = [k for other in (group if key in copied else [md]) for k in other.asked.values()]
+                warn(unknown_key(md.path, md.spelling(key), known))
 
 
 def _chain_ref(sec, chains):
@@ -388,18 +439,18 @@ def _tls(sec, base_dir):
     if sec is None:
         return None
     files = {}
-    for key in ("certfile", "keyfile", "cafile"):
+    for key in ("certFile", "keyFile", "caFile"):
         path = sec.str(key)
         if path:
             path = os.path.join(base_dir, path)
             if not os.path.isfile(path):
                 raise ConfigError(sec.key_path(key), "no such file: %s" % path)
         files[key] = path
-    if bool(files["certfile"]) != bool(files["keyfile"]):
+    if bool(files["certFile"]) != bool(files["keyFile"]):
         raise ConfigError(sec.path, "certFile and keyFile go together")
-    config = TLSConfig(cert_file=files["certfile"], key_file=files["keyfile"], ca_file=files["cafile"],
-                       server_name=sec.str("servername"), secure=sec.bool("secure", False))
-    sec.unsupported("options", "validity", "commonname", "organization")
+    config = TLSConfig(cert_file=files["certFile"], key_file=files["keyFile"], ca_file=files["caFile"],
+                       server_name=sec.str("serverName"), secure=sec.bool("secure", False))
+    sec.unsupported("options", "validity", "commonName", "organization")
     sec.finish()
     return config
 
@@ -411,12 +462,17 @@ def _chain(sec, name, base_dir):
         selector = _selector(hop.section("selector"))
         nodes = tuple(_chain_node(node, i, base_dir) for i, node in enumerate(hop.sections("nodes")))
         if not nodes:
-            raise ConfigError(hop.key_path("nodes"), "a chain hop needs nodes")
-        hop.unsupported("bypass", "bypasses", "resolver", "hosts", "metadata", "interface", "sockopts")
+            raise hop.missing("nodes", "a chain hop needs nodes")
+        hop_md = hop.metadata()
+        hop.unsupported("bypass", "bypasses", "resolver", "hosts", "interface", "sockopts")
         hop.finish()
+        # Nothing reads hop metadata itself; GOST's -F copies its keys into the nodes' maps.
+        _check_metadata([hop_md] + [md for node in nodes
+                                            for md in (node.metadata, node.connector.metadata,
+                                                       node.dialer.metadata)], hop.warn)
         hops.append(HopConfig(name=hop_name, nodes=nodes, selector=selector))
     if not hops:
-        raise ConfigError(sec.key_path("hops"), "a chain needs hops")
+        raise sec.missing("hops", "a chain needs hops")
     sec.unsupported("metadata")
     sec.finish()
     return ChainConfig(name=name, hops=tuple(hops))
@@ -429,7 +485,7 @@ def _chain_node(sec, index, base_dir):
     name = sec.str("name") or "node-%d" % index
     addr = sec.str("addr")
     if not addr:
-        raise ConfigError(sec.key_path("addr"), "required")
+        raise sec.missing("addr")
     try:
         parse_addr(addr)
     except ValueError as exc:
@@ -439,7 +495,8 @@ def _chain_node(sec, index, base_dir):
     if conn_type not in CONNECTORS:
         raise ConfigError((conn or sec).key_path("type" if conn else "connector"),
                           _unknown("connector", conn_type, CONNECTORS))
-    connector = ConnectorConfig(type=conn_type, metadata=conn.metadata() if conn else Metadata({}),
+    conn_md = conn.metadata() if conn else Metadata({}, sec.key_path("connector") + ".metadata")
+    connector = ConnectorConfig(type=conn_type, metadata=conn_md, options=_options(CONNECTORS.get(conn_type), conn_md),
                                 auth=_auth(conn.section("auth")) if conn else None)
     if conn is not None:
         conn.finish()
@@ -448,15 +505,20 @@ def _chain_node(sec, index, base_dir):
     if dial_type not in DIALERS:
         raise ConfigError((dial or sec).key_path("type" if dial else "dialer"),
                           _unknown("dialer", dial_type, DIALERS))
-    dialer = DialerConfig(type=dial_type, metadata=dial.metadata() if dial else Metadata({}),
+    dial_md = dial.metadata() if dial else Metadata({}, sec.key_path("dialer") + ".metadata")
+    dialer = DialerConfig(type=dial_type, metadata=dial_md, options=_options(DIALERS.get(dial_type), dial_md),
                           tls=_tls(dial.section("tls"), base_dir) if dial else None)
     if dial is not None:
         dial.unsupported("auth")
         dial.finish()
     metadata = sec.metadata()
+    max_fails = metadata.int("maxFails", "max_fails", default=0)
+    fail_timeout = metadata.duration("failTimeout", "fail_timeout", default=0.0)
     sec.unsupported("bypass", "bypasses", "resolver", "hosts", "interface", "sockopts", "tls", "http")
     sec.finish()
-    return ChainNodeConfig(name=name, addr=addr, connector=connector, dialer=dialer, metadata=metadata)
+    return ChainNodeConfig(name=name, addr=addr, connector=connector, dialer=dialer, metadata=metadata,
+                           max_fails=max_fails if max_fails > 0 else None,
+                           fail_timeout=fail_timeout if fail_timeout > 0 else None)
 
 
 def _unknown(kind, value, registry):
@@ -490,8 +552,8 @@ def _selector(sec):
     if strategy not in STRATEGIES:
         raise ConfigError(sec.key_path("strategy"),
                           "unknown strategy %r (known: %s)" % (strategy, ", ".join(sorted(STRATEGIES))))
-    max_fails = sec.int("maxfails", 1)
-    fail_timeout = sec.duration("failtimeout", 10.0)
+    max_fails = sec.int("maxFails", 1)
+    fail_timeout = sec.duration("failTimeout", 10.0)
     sec.raw("name")
     sec.finish()
     # GOST falls back to its defaults for non-positive values; so do we.
@@ -523,13 +585,15 @@ def _node(sec, index):
     sec.unsupported(*_UNSUPPORTED_NODE)
     sec.finish()
     weight = md.int("weight", default=1)
-    max_fails = md.int("maxfails", "max_fails", default=0)
-    fail_timeout = md.duration("failtimeout", "fail_timeout", default=0.0)
-    proxy_protocol = md.int("proxyprotocol", default=None, minimum=0, maximum=2)
+    max_fails = md.int("maxFails", "max_fails", default=0)
+    fail_timeout = md.duration("failTimeout", "fail_timeout", default=0.0)
+    proxy_protocol = md.int("proxyProtocol", default=None, minimum=0, maximum=2)
+    backup = md.bool("backup")
+    _check_metadata([md], sec.warn)
     return NodeConfig(
         name=name, addr=addr, host=_host_pattern(host, filter_path),
         protocol=protocol.lower() if protocol else None, path=path or None,
-        weight=weight if weight > 0 else 1, backup=md.bool("backup"),
+        weight=weight if weight > 0 else 1, backup=backup,
         max_fails=max_fails if max_fails > 0 else None,
         fail_timeout=fail_timeout if fail_timeout > 0 else None,
         proxy_protocol=proxy_protocol, metadata=md.as_dict(),

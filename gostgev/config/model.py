@@ -73,6 +73,7 @@ class AuthConfig:
 class ConnectorConfig:
     type: str                 #: tunnel | relay
     metadata: Metadata
+    options: object = None    #: the connector's typed options, parsed at load time
     auth: AuthConfig | None = None
 
 
@@ -91,6 +92,7 @@ class TLSConfig:
 class DialerConfig:
     type: str                 #: tcp | tls | ws | wss
     metadata: Metadata
+    options: object = None    #: the dialer's typed options, parsed at load time
     tls: TLSConfig | None = None
 
 
@@ -103,6 +105,8 @@ class ChainNodeConfig:
     connector: ConnectorConfig
     dialer: DialerConfig
     metadata: Metadata
+    max_fails: int | None = None      #: per-node override of the hop selector's
+    fail_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,7 @@ class ListenerConfig:
     metadata: Metadata
     chain: ChainConfig | None = None
     tls: TLSConfig | None = None    #: for tls/wss listeners; falls back to the top-level ``tls``
+    options: object = None          #: the listener's typed options, parsed at load time
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,7 @@ class ServiceConfig:
     metadata: Metadata
     admission: object = None  #: gostgev.limits.Admission or None
     climits: tuple = ()       #: GOST climiter limit strings, checked at load time
+    proxy_protocol: int = 0   #: metadata proxyProtocol: accept PROXY headers (v1 and v2) when > 0
 
 
 @dataclass(frozen=True, slots=True)

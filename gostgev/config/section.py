@@ -3,20 +3,43 @@
 GOST treats every key as case-insensitive (``entryPoint`` = ``entrypoint``).
 :class:`Section` wraps one mapping of the raw document, remembers its path
 (``services[0].handler``) and which keys were read, so that every error names
-the exact key and every key nobody read becomes an "unknown key" warning.
-:class:`Metadata` is the free-form ``metadata`` map with typed getters.
+the exact key and every key nobody read becomes an "unknown key" warning,
+with the nearest key that was asked for when one is close:
+``services[0].handlr: unknown key (did you mean "handler"?)``.
+:class:`Metadata` is the free-form ``metadata`` map with typed getters; it
+remembers the keys its readers asked for in the same way.
 """
+
+import difflib
 
 from gostgev.config.values import parse_bool, parse_duration, parse_int, parse_str
 from gostgev.errors import ConfigError
 
-__all__ = ["Section", "Metadata", "join_path"]
+__all__ = ["Section", "Metadata", "join_path", "unknown_key"]
+
+#: how close (difflib ratio, lower case) a key must be to be offered as "did you mean"
+_CLOSE = 0.75
 
 
 def join_path(path, key):
     if isinstance(key, int):
         return "%s[%d]" % (path, key)
     return "%s.%s" % (path, key) if path else key
+
+
+def closest(key, known):
+    """The spelling in ``known`` nearest to ``key`` (case-insensitive), or None."""
+    by_lower = {k.lower(): k for k in known}
+    match = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=_CLOSE)
+    return by_lower[match[0]] if match else None
+
+
+def unknown_key(path, key, known):
+    """The warning for a key nobody reads, with a suggestion when one is close."""
+    guess = closest(key, known)
+    if guess is None:
+        return "%s: unknown key, ignored" % join_path(path, key)
+    return '%s: unknown key (did you mean "%s"?)' % (join_path(path, key), guess)
 
 
 def _fold(data, path):
@@ -40,19 +63,20 @@ class Section:
             raise ConfigError(path, "expected a mapping, got %s" % _kind(data))
         self.path = path
         self._items = _fold(data, path)
-        self._used = set()
+        self._used = {}             # lower case -> the spelling a reader asked for
+        self._unsupported = set()   # lower case keys of GOST's that gostgev ignores
         self._warnings = warnings
 
     def key_path(self, key):
-        return join_path(self.path, self._items.get(key, (key,))[0])
+        return join_path(self.path, self._items.get(key.lower(), (key,))[0])
 
     def has(self, key):
-        return key in self._items
+        return key.lower() in self._items
 
     def raw(self, key, default=None):
-        """The value under ``key`` (lower case), or ``default`` if absent or null."""
-        self._used.add(key)
-        item = self._items.get(key)
+        """The value under ``key`` (any case), or ``default`` if absent or null."""
+        self._used.setdefault(key.lower(), key)
+        item = self._items.get(key.lower())
         if item is None or item[1] is None:
             return default
         return item[1]
@@ -99,22 +123,42 @@ class Section:
     def unsupported(self, *keys):
         """Warn once for GOST keys we recognise but do not implement."""
         for key in keys:
+            self._unsupported.add(key.lower())
             if self.raw(key) is not None:
                 self._warnings.append("%s: not supported by gostgev, ignored" % self.key_path(key))
 
+    def warn(self, message):
+        self._warnings.append(message)
+
+    def missing(self, key, message="required"):
+        """The error for a required ``key`` that is absent.
+
+        When an unread key is close to it (``handlr``), the error names that
+        key instead, because the fix is to correct its spelling.
+        """
+        guess = closest(key, [k for lower, (k, _) in self._items.items() if lower not in self._used])
+        if guess is not None:
+            return ConfigError(join_path(self.path, guess), 'unknown key (did you mean "%s"?)' % key)
+        return ConfigError(self.key_path(key), message)
+
+    def unread(self):
+        """Original spellings of the keys that no getter asked for."""
+        return [key for lower, (key, _) in self._items.items() if lower not in self._used]
+
     def finish(self):
         """Record a warning for every key that no getter asked for."""
-        for lower, (key, _) in self._items.items():
-            if lower not in self._used:
-                self._warnings.append("%s: unknown key, ignored" % join_path(self.path, key))
+        known = [k for lower, k in self._used.items() if lower not in self._unsupported]
+        for key in self.unread():
+            self._warnings.append(unknown_key(self.path, key, known))
 
 
 class Metadata:
     """GOST's free-form ``metadata`` map: case-insensitive keys, typed reads.
 
-    Unknown metadata keys are not warned about: GOST's ``-L`` URLs copy every
-    query key into handler, listener and service metadata at once, so a key
-    meant for one of them always looks unknown to the other two.
+    Every key a getter asks for is remembered (``asked``), present or not, so
+    that the loader can name the keys that nothing reads once the options
+    are parsed (:mod:`gostgev.config.load` does, allowing for GOST's
+    command line, which copies one query key into several metadata maps).
     """
 
     def __init__(self, data, path=""):
@@ -122,6 +166,8 @@ class Metadata:
             raise ConfigError(path, "expected a mapping, got %s" % _kind(data))
         self.path = path
         self._items = {str(k).lower(): v for k, v in data.items()}
+        self._spelled = {str(k).lower(): str(k) for k in data}
+        self.asked = {}     # lower case -> the spelling a reader asked for
 
     def as_dict(self):
         return dict(self._items)
@@ -133,9 +179,16 @@ class Metadata:
     __hash__ = None
 
     def __contains__(self, key):
+        self.asked.setdefault(key.lower(), key)
         return key.lower() in self._items
 
+    def spelling(self, lower):
+        """The key as the file wrote it."""
+        return self._spelled.get(lower, lower)
+
     def _first(self, keys):
+        for key in keys:
+            self.asked.setdefault(key.lower(), key)
         for key in keys:
             value = self._items.get(key.lower())
             if value is not None:

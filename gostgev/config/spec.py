@@ -137,12 +137,20 @@ def _scoped(key, scopes):
 def apply_cli(raw, service_urls, node_urls):
     """Append ``-L``/``-F`` URLs to a raw config (from a file, or empty)."""
     raw = dict(raw or {})
-    services = list(raw.get("services") or [])
+    if not service_urls and not node_urls:
+        return raw      # the file's own shape, to be checked (and named) by the loader
+    services = raw.get("services") or []
+    if not isinstance(services, list):
+        raise ValueError("services: expected a list to add -L services to")
+    services = list(services)
     for url in service_urls or ():
         services.append(service_from_url(url, len(services)))
     if node_urls:
         hops = [hop_from_url(url, i) for i, url in enumerate(node_urls)]
-        raw["chains"] = list(raw.get("chains") or []) + [{"name": "chain-0", "hops": hops}]
+        chains = raw.get("chains") or []
+        if not isinstance(chains, list):
+            raise ValueError("chains: expected a list to add the -F chain to")
+        raw["chains"] = list(chains) + [{"name": "chain-0", "hops": hops}]
         for service in services[len(services) - len(service_urls or ()):]:
             where = "listener" if service["listener"]["type"] in ("rtcp", "rudp", "runix") else "handler"
             service[where]["chain"] = "chain-0"
