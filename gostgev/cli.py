@@ -4,7 +4,8 @@ Exit status: 0 after a clean stop, 1 when a service cannot start, 2 for a
 bad command line or config (one line on stderr naming the key path).
 Every option can also come from a ``GOSTGEV_<OPTION>`` environment variable
 (``GOSTGEV_CONFIG``, ``GOSTGEV_LOG_LEVEL``...); list options take the
-``[a, b]`` form there.
+``[a, b]`` form there.  GOST's own spellings work too: ``-C FILE``,
+``-api ADDR``, ``-metrics ADDR``, ``-R PERIOD``, ``-DD``, and ``-flag=value``.
 """
 
 import dataclasses
@@ -27,6 +28,7 @@ from gostgev.config.dump import to_raw
 from gostgev.config.load import build_config, read_file
 from gostgev.config.model import LOG_LEVELS
 from gostgev.config.spec import apply_cli
+from gostgev.config.values import parse_duration
 from gostgev.daemon import PidFile, PidFileError, daemonize
 from gostgev.errors import ConfigError
 from gostgev.listener import format_address
@@ -43,6 +45,16 @@ log = logging.getLogger("gostgev")
 DEFAULT_GRACE = 10.0
 
 
+def _period(text):
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise configargparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise configargparse.ArgumentTypeError("must be positive, got %r" % text)
+    return seconds
+
+
 def build_parser():
     parser = configargparse.ArgParser(
         prog="gostgev", auto_env_var_prefix="GOSTGEV_",
@@ -54,7 +66,7 @@ def build_parser():
     parser.add_argument("-F", "--node", action="append", default=[], metavar="URL",
                         help="add a hop to chain-0, GOST style: tunnel://host:8443?tunnel.id=UUID")
     parser.add_argument("-D", "--debug", action="count", default=0,
-                        help="debug logging (same as --log-level debug)")
+                        help="debug logging (same as --log-level debug; GOST's -DD, trace, is the same here)")
     parser.add_argument("--log-level", choices=sorted(LOG_LEVELS), help="overrides log.level")
     parser.add_argument("--log-format", choices=("text", "json"), help="overrides log.format")
     parser.add_argument("--log-file", metavar="PATH", help="overrides log.output")
@@ -62,8 +74,12 @@ def build_parser():
                         help="print the resolved config in this format and exit")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="on SIGTERM/SIGINT, wait this long for live connections (default %(default)s)")
-    parser.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics here (overrides metrics.addr)")
-    parser.add_argument("--api", metavar="ADDR", help="serve the web API here (overrides api.addr)")
+    parser.add_argument("--metrics", "-metrics", metavar="ADDR",
+                        help="serve Prometheus metrics here (overrides metrics.addr)")
+    parser.add_argument("--api", "-api", metavar="ADDR", help="serve the web API here (overrides api.addr)")
+    parser.add_argument("-R", "--reload-period", type=_period, metavar="PERIOD",
+                        help="reload the configuration this often, e.g. 30s (as SIGHUP does; an unchanged "
+                             "configuration changes nothing)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="run N processes sharing the listening ports (SO_REUSEPORT); tunnel servers, "
                              "relay binds, metrics and the API run in the first only (default 1)")
@@ -106,6 +122,9 @@ def main(argv=None):
         print("gostgev: %s" % exc, file=sys.stderr)
         return 2
     if args.output_format:
+        # The pre-start check of the unit and the init script shows these.
+        for warning in warnings:
+            print("gostgev: warning: %s" % warning, file=sys.stderr)
         raw = to_raw(config)
         if args.output_format == "json":
             print(json.dumps(raw, indent=2))
@@ -212,6 +231,11 @@ def run(config, args, pidfile=None, ready=_print_failure, children=(), worker=0)
     runtime = Runtime(reload_config, args.grace, on_reload=reloaded)
     stopping = gevent.event.Event()
 
+    def reload_periodically(period):
+        # Every process keeps its own period; workers are not sent SIGHUP for it.
+        while not stopping.wait(period):
+            runtime.reload(quiet=True)
+
     # Signal handlers only schedule work; it runs in greenlets of its own.
     # They are installed before anything starts: a signal's default action
     # (terminate) must never hit a process that already announced itself.
@@ -253,6 +277,8 @@ def run(config, args, pidfile=None, ready=_print_failure, children=(), worker=0)
     log.info("gostgev %s started with %d service(s)%s", __version__, len(runtime.services),
              " (worker %d)" % worker if worker else (" and %d more workers" % len(children) if children else ""))
     ready(0)
+    if args.reload_period:
+        gevent.spawn(reload_periodically, args.reload_period)
     stopping.wait()
     runtime.stop()
     for server in admin:
@@ -287,20 +313,34 @@ def _reap(children, grace):
 def start_admin(config, runtime):
     """The metrics and API endpoints; they live as long as the process, across reloads."""
     servers = []
-    if config.metrics is not None:
-        metrics.enable()
-        server = MetricsServer((config.metrics.addr.host, config.metrics.addr.port), config.metrics.path,
-                               config.metrics.auther)
-        server.start()
-        servers.append(server)
-        log.info("metrics on http://%s%s", format_address(server.address), config.metrics.path)
-    if config.api is not None:
-        server = ApiServer(ApiView(runtime), (config.api.addr.host, config.api.addr.port), config.api.path,
-                           config.api.auther, access_log=config.api.access_log)
-        server.start()
-        servers.append(server)
-        log.info("web API on http://%s%s", format_address(server.address), config.api.path or "/")
+    try:
+        if config.metrics is not None:
+            metrics.enable()
+            server = MetricsServer((config.metrics.addr.host, config.metrics.addr.port), config.metrics.path,
+                                   config.metrics.auther)
+            _start_admin(server, "metrics.addr", config.metrics.addr)
+            servers.append(server)
+            log.info("metrics on http://%s%s", format_address(server.address), config.metrics.path)
+        if config.api is not None:
+            server = ApiServer(ApiView(runtime), (config.api.addr.host, config.api.addr.port), config.api.path,
+                               config.api.auther, access_log=config.api.access_log)
+            _start_admin(server, "api.addr", config.api.addr)
+            servers.append(server)
+            log.info("web API on http://%s%s", format_address(server.address), config.api.path or "/")
+    except ServiceError:
+        for server in servers:
+            server.stop()
+        raise
     return servers
+
+
+def _start_admin(server, key, addr):
+    """Start an admin endpoint; a busy or forbidden port names the key it came from."""
+    try:
+        server.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ServiceError("%s %s: %s" % (key, addr, reason[:1].lower() + reason[1:])) from None
 
 
 if __name__ == "__main__":

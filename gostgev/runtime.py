@@ -36,6 +36,7 @@ class Runtime:
         self.config = None
         self.services = {}
         self._lock = Semaphore()    # one reload at a time (SIGHUP and the API may race)
+        self._warnings = []         # of the last reload: a quiet one repeats only new ones
 
     def start(self, config):
         started = {}
@@ -51,8 +52,12 @@ class Runtime:
         self.services = started
         metrics.services(len(started))
 
-    def reload(self):
-        """Apply the configuration as it is now on disk; ``(ok, message)``."""
+    def reload(self, quiet=False):
+        """Apply the configuration as it is now on disk; ``(ok, message)``.
+
+        ``quiet`` (the periodic reload): a reload that changes nothing is
+        logged at debug level only.
+        """
         with self._lock:
             warnings = []
             try:
@@ -60,13 +65,15 @@ class Runtime:
             except ConfigError as exc:
                 log.error("reload refused, still serving the previous configuration: %s", exc)
                 return False, str(exc)
-            for warning in warnings:
-                log.warning("%s", warning)
+            if not quiet or warnings != self._warnings:
+                for warning in warnings:
+                    log.warning("%s", warning)
+            self._warnings = warnings
             changes = self._apply(new)
             if self.on_reload is not None:
                 self.on_reload(new)
             message = "reloaded: %s" % (", ".join(changes) or "nothing changed")
-            log.info("%s", message)
+            log.log(logging.DEBUG if quiet and not changes else logging.INFO, "%s", message)
             return True, message
 
     def _apply(self, new):

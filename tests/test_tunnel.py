@@ -5,6 +5,7 @@ import pytest
 from gevent import ssl
 
 from gostgev.codec import relay
+from gostgev.config.spec import apply_cli
 from tests.conftest import connect, echo_then_bye, http_get, name_responder, recv_all, tls_get, wait_until
 
 TUNNEL_A = "4d21094e-b74c-4916-86c1-d9fa36ea677b"
@@ -188,6 +189,19 @@ def test_visitor_reaches_a_private_tunnel_by_its_id(deployment, start_services, 
         sock.sendall(b"hello over a private tunnel")
         sock.shutdown(1)
         assert recv_all(sock) == b"hello over a private tunnelbye"
+
+
+def test_sniffing_visitor_from_gost_command_line_reaches_the_host_it_asks_for(deployment, start_services, backend):
+    # gost -L "tcp://:8000?sniffing=true" -F "tunnel://SERVER:8443?tunnel.id=..." has no forwarder
+    # nodes: each connection goes, through the chain, to the host it asked for.
+    deployment.client("private-b", TUNNEL_B, [{"name": "web", "addr": backend(name_responder("private")).addr}])
+    deployment.wait_connections(TUNNEL_B, 1)
+    raw = apply_cli({}, ["tcp://127.0.0.1:0?sniffing=true"],
+                    ["tunnel://127.0.0.1:%d?tunnel.id=%s" % (deployment.port, TUNNEL_B)])
+    visitor = start_services(raw)["service-0"]
+    assert http_get(visitor.address[1], "private.local") == (200, b"private")
+    status, body = http_get(visitor.address[1], "srv-0.local")    # not a host of tunnel B: refused
+    assert status == 503 and b"srv-0.local" in body
 
 
 def test_visitor_with_the_wrong_tunnel_id_is_refused(deployment):

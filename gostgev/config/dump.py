@@ -75,11 +75,24 @@ def _ingress(ingress):
             "rules": [{"hostname": rule.hostname, "endpoint": str(rule.endpoint)} for rule in ingress.rules]}
 
 
+def _admin(admin, path_key):
+    out = {"addr": str(admin.addr), path_key: admin.path}
+    if admin.auther is not None:
+        out["auth"] = "<hidden>"
+    if admin.access_log:
+        out["accessLog"] = True
+    return out
+
+
 def to_raw(config):
     raw = {"services": [_service(s) for s in config.services]}
     if config.chains:
         raw["chains"] = [_chain(c) for c in config.chains]
     if config.ingresses:
         raw["ingresses"] = [_ingress(i) for i in config.ingresses]
+    if config.metrics is not None:
+        raw["metrics"] = _admin(config.metrics, "path")
+    if config.api is not None:
+        raw["api"] = _admin(config.api, "pathPrefix")
     raw["log"] = {"level": config.log.level, "format": config.log.format, "output": config.log.output}
     return raw

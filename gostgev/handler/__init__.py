@@ -15,8 +15,6 @@ HANDLERS = Registry("handler")
 
 
 class Handler:
-    #: whether the config must give ``forwarder.nodes``
-    needs_forwarder = False
     #: whether ``handler.chain`` makes sense for this handler
     accepts_chain = False
 
@@ -24,6 +22,11 @@ class Handler:
     def parse_options(cls, metadata, context):
         """Return this handler's typed options; ``ValueError`` on bad values."""
         return None
+
+    @classmethod
+    def needs_nodes(cls, options, chain):
+        """Whether the config must give ``forwarder.nodes`` (with these options and this chain)."""
+        return False
 
     def __init__(self, service_config, log):
         self.config = service_config

@@ -59,8 +59,14 @@ class ForwardOptions:
 
 @HANDLERS.register("tcp", "forward")
 class ForwardHandler(Handler):
-    needs_forwarder = True
     accepts_chain = True
+
+    @classmethod
+    def needs_nodes(cls, options, chain):
+        # A sniffing visitor of a tunnel (GOST's `-L tcp://:8000?sniffing=true
+        # -F tunnel://...`) sends each connection to the host it asked for,
+        # through the chain; the server's ingress decides where that goes.
+        return chain is None or not options.sniffing
 
     @classmethod
     def parse_options(cls, md, context):
@@ -110,7 +116,8 @@ class ForwardHandler(Handler):
         if self.forwarder is not None:
             nodes = self.forwarder.route(host, protocol, path, client_ip=address[0])
         else:
-            nodes = [None] if target else []   # no forwarder: the header's target itself
+            # No forwarder: the stream header's target, or through the chain, the sniffed host.
+            nodes = [None] if target or (sniffed is not None and self.chain is not None) else []
         if not nodes:
             return self._refuse(conn, sniffed, 502, "no route for host %s" % (host or "(none)"), log)
         upstream, node = self._dial(nodes, sniffed, target, client, log)
@@ -204,8 +211,11 @@ class RemoteForwardHandler(ForwardHandler):
     A failed dial answers HTTP clients with 502, the gateway's own word.
     """
 
-    needs_forwarder = False
     dial_failure_status = 502
+
+    @classmethod
+    def needs_nodes(cls, options, chain):
+        return False
 
 
 def _probe_http(conn):
