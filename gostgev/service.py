@@ -97,7 +97,7 @@ class Service:
             self.handler.stop(0)
             raise ServiceError("service %s: cannot listen on %s: %s"
                                % (self.config.name, getattr(exc, "where", self.config.addr),
-                                  exc.strerror or exc)) from None
+                                  getattr(exc, "strerror", None) or exc)) from None
 
     def _handle(self, conn, address, target=None):
         token = metrics.request_started(self.config.name)

@@ -230,3 +230,19 @@ def test_periodic_reload_applies_a_changed_file_and_is_quiet_otherwise(tmp_path,
     assert proc.wait(timeout=20) == 0
     reloads = [line for line in log.read_text().splitlines() if " info reloaded" in line]
     assert len(reloads) == 1 and reloads[0].endswith("reloaded: ~web"), log.read_text()
+
+
+@pytest.mark.parametrize("where", ["listener", "dialer"])
+def test_a_bad_certificate_file_is_refused_at_load(tmp_path, where):
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    if where == "listener":
+        text = ("services:\n- name: s\n  addr: 127.0.0.1:0\n  handler: {type: tunnel}\n"
+                "  listener: {type: tls, tls: {certFile: bad.pem, keyFile: bad.pem}}\n")
+        expected = "gostgev: services[0].listener.tls: certFile %s holds no PEM certificate"
+    else:
+        text = TUNNEL_CLIENT.format(port=1, uuid=UUID, extra="x: 1").replace(
+            "dialer: {type: tcp}", "dialer: {type: tls, tls: {caFile: bad.pem, secure: true}}")
+        expected = "gostgev: chains[0].hops[0].nodes[0].dialer.tls: caFile %s holds no PEM certificate"
+    result = gostgev("-c", write(tmp_path, text))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [expected % (tmp_path / "bad.pem")]

@@ -448,6 +448,12 @@ def _tls(sec, base_dir):
         files[key] = path
     if bool(files["certFile"]) != bool(files["keyFile"]):
         raise ConfigError(sec.path, "certFile and keyFile go together")
+    from gostgev.netio.tls import check_files
+
+    try:
+        check_files(files["certFile"], files["keyFile"], files["caFile"])
+    except ValueError as exc:
+        raise ConfigError(sec.path, str(exc).removeprefix("tls: ")) from None
     config = TLSConfig(cert_file=files["certFile"], key_file=files["keyFile"], ca_file=files["caFile"],
                        server_name=sec.str("serverName"), secure=sec.bool("secure", False))
     sec.unsupported("options", "validity", "commonName", "organization")

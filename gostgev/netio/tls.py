@@ -129,8 +129,9 @@ def _load_pem_certs(path, what):
             return x509.load_pem_x509_certificates(f.read())
     except OSError as e:
         raise ValueError("tls: cannot read %s %s: %s" % (what, path, e.strerror or e)) from None
-    except ValueError as e:
-        raise ValueError("tls: %s %s holds no PEM certificate: %s" % (what, path, e)) from None
+    except ValueError:
+        # cryptography's own text is a pointer to its FAQ, not a reason.
+        raise ValueError("tls: %s %s holds no PEM certificate" % (what, path)) from None
 
 
 def _use_cert_and_key(ctx, cert_file, key_file):
@@ -180,6 +181,18 @@ def _self_signed():
         .sign(key, hashes.SHA256())
     )
     return cert, key
+
+
+def check_files(cert_file=None, key_file=None, ca_file=None):
+    """Load the files into a throw-away context, so that a bad one is found at config load.
+
+    ``ValueError`` naming the file and what is wrong with it.
+    """
+    ctx = _new_context(None)
+    if cert_file or key_file:
+        _use_cert_and_key(ctx, cert_file, key_file)
+    if ca_file:
+        _use_ca(ctx, ca_file)
 
 
 def server_context(config, log=None):
