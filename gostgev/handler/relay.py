@@ -113,7 +113,12 @@ class RelayHandler(Handler):
             return reply(conn, relay.SERVICE_UNAVAILABLE)
         bound = format_address(sock.getsockname())
         mux = self.options.mux_for(request)
-        conn.sendall(relay.Response(relay.OK, addrs=(bound,)).encode())
+        try:
+            conn.sendall(relay.Response(relay.OK, addrs=(bound,)).encode())
+        except OSError as exc:
+            sock.close()    # the client is gone: free the port it asked for
+            log.info("BIND %s: client gone before the reply: %s", bound, exc.strerror or exc)
+            return "client gone"
         session = MuxSession(conn, mux, client=True, name="relay bind %s" % bound)
         log = log.bind(bind=bound, mux="v%d" % mux.version)
         server = serve_tcp(sock, lambda c, a: self._carry(session, c, a, log), log)
