@@ -4,6 +4,11 @@ Each test has its own config, pid file and log file in tmp_path, named by a
 defaults file that ``GOSTGEV_DEFAULTS`` points at, and a ``gostgev`` wrapper
 first on PATH that runs this checkout.  The daemon serves a ``file`` handler
 on 127.0.0.1; the fixture kills whatever daemon a test leaves behind.
+
+The script runs from a copy whose one change is the venv it looks in before
+PATH: ``tmp_path/opt/gostgev/bin/gostgev`` instead of
+``/opt/gostgev/bin/gostgev``, so that a gostgev installed on this machine
+does not take the place of the wrapper.
 """
 
 import os
@@ -88,6 +93,25 @@ def refuses(port):
     return False
 
 
+VENV_LINE = "VENV_GOSTGEV=/opt/gostgev/bin/$NAME\n"
+
+
+def write_wrapper(path):
+    """An executable ``path`` that runs gostgev from this checkout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$PYTHONPATH}\nexport PYTHONPATH\n'
+                    'exec %s -m gostgev "$@"\n' % (shlex.quote(ROOT), shlex.quote(sys.executable)))
+    path.chmod(0o755)
+
+
+def write_impostor(path, marker):
+    """An executable ``path`` that must not be run: it creates ``marker`` and fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\necho \"$0\" >> %s\necho 'wrong gostgev' >&2\nexit 1\n"
+                    % shlex.quote(str(marker)))
+    path.chmod(0o755)
+
+
 def postrotate_script():
     """The shell lines between ``postrotate`` and ``endscript`` in etc/gostgev.logrotate."""
     with open(LOGROTATE) as fh:
@@ -100,12 +124,16 @@ def postrotate_script():
 class InitScript:
     def __init__(self, tmp_path):
         self.tmp = tmp_path
-        bin_dir = tmp_path / "bin"
-        bin_dir.mkdir()
-        wrapper = bin_dir / "gostgev"
-        wrapper.write_text('#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$PYTHONPATH}\nexport PYTHONPATH\n'
-                           'exec %s -m gostgev "$@"\n' % (shlex.quote(ROOT), shlex.quote(sys.executable)))
-        wrapper.chmod(0o755)
+        self.bin_dir = tmp_path / "bin"
+        write_wrapper(self.bin_dir / "gostgev")
+        self.impostor_ran = tmp_path / "impostor-ran"
+        self.venv_gostgev = tmp_path / "opt" / "gostgev" / "bin" / "gostgev"
+        with open(INIT_SCRIPT) as fh:
+            text = fh.read()
+        assert text.count(VENV_LINE) == 1
+        self.script = tmp_path / "gostgev.init"
+        self.script.write_text(text.replace(VENV_LINE, "VENV_GOSTGEV=%s/$NAME\n"
+                                            % shlex.quote(str(self.venv_gostgev.parent))))
         for site in ("a", "b"):
             (tmp_path / "www" / site).mkdir(parents=True)
             (tmp_path / "www" / site / "index.html").write_text(site.upper() + "\n")
@@ -116,13 +144,16 @@ class InitScript:
         self.pidfile = tmp_path / "run" / "gostgev.pid"
         self.logfile = tmp_path / "log" / "gostgev.log"
         self.write_config("a")
-        defaults = tmp_path / "default-gostgev"
-        settings = {"GOSTGEV_CONFIG": self.config, "GOSTGEV_PIDFILE": self.pidfile,
-                    "GOSTGEV_LOGFILE": self.logfile, "GOSTGEV_GRACE": 1}
-        defaults.write_text("".join("%s=%s\n" % (k, shlex.quote(str(v))) for k, v in settings.items()))
+        self.defaults = tmp_path / "default-gostgev"
+        self.write_defaults()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("GOSTGEV_")}
-        self.env["GOSTGEV_DEFAULTS"] = str(defaults)
-        self.env["PATH"] = str(bin_dir) + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
+        self.env["GOSTGEV_DEFAULTS"] = str(self.defaults)
+        self.env["PATH"] = str(self.bin_dir) + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
+
+    def write_defaults(self, **extra):
+        settings = {"GOSTGEV_CONFIG": self.config, "GOSTGEV_PIDFILE": self.pidfile,
+                    "GOSTGEV_LOGFILE": self.logfile, "GOSTGEV_GRACE": 1, **extra}
+        self.defaults.write_text("".join("%s=%s\n" % (k, shlex.quote(str(v))) for k, v in settings.items()))
 
     def write_config(self, site):
         self.config.write_text(yaml.safe_dump({"services": [{
@@ -131,7 +162,7 @@ class InitScript:
             "listener": {"type": "tcp"}}]}))
 
     def run(self, action, env=None):
-        return subprocess.run(["sh", INIT_SCRIPT, action], capture_output=True, text=True, timeout=20,
+        return subprocess.run(["sh", str(self.script), action], capture_output=True, text=True, timeout=20,
                               env=env or self.env, cwd=str(self.tmp))
 
     def pid(self):
@@ -319,6 +350,58 @@ def test_usage_and_a_missing_gostgev(init):
     assert result.returncode == 5, explain(result)
     assert "not installed" in result.stderr
     assert init.run("reload", env={**init.env, "PATH": path}).returncode == 5
+
+
+def start_reload_stop(init, env=None):
+    """start, reload, restart and stop through the script; the daemon serves in between."""
+    for action in ("start", "reload", "restart"):
+        result = init.run(action, env=env)
+        assert result.returncode == 0, explain(result)
+        assert wait_for(lambda: init.get() == (200, b"A\n"))
+    result = init.run("stop", env=env)
+    assert result.returncode == 0, explain(result)
+    assert init.our_processes() == [] and not init.pidfile.exists()
+
+
+@pytest.mark.parametrize("how", ["path", "name"])
+def test_the_gostgev_bin_setting_comes_first(init, how):
+    write_impostor(init.bin_dir / "gostgev", init.impostor_ran)
+    write_impostor(init.venv_gostgev, init.impostor_ran)
+    custom = init.tmp / "custom" / "gostgev-custom"
+    write_wrapper(custom)
+    env = init.env
+    if how == "path":
+        init.write_defaults(GOSTGEV_BIN=custom)
+    else:
+        init.write_defaults(GOSTGEV_BIN=custom.name)
+        env = {**init.env, "PATH": str(custom.parent) + os.pathsep + init.env["PATH"]}
+    start_reload_stop(init, env)
+    assert not init.impostor_ran.exists(), init.impostor_ran.read_text()
+
+
+def test_a_gostgev_bin_that_is_not_there(init):
+    not_executable = init.tmp / "custom" / "gostgev"
+    not_executable.parent.mkdir()
+    not_executable.write_text("#!/bin/sh\nexit 0\n")
+    for bad in (init.tmp / "nowhere" / "gostgev", init.tmp / "custom", not_executable, "no-such-gostgev"):
+        init.write_defaults(GOSTGEV_BIN=bad)
+        for action in ("start", "reload", "restart"):
+            result = init.run(action)
+            assert result.returncode == 5, explain(result)
+            assert "GOSTGEV_BIN=%s is not an executable file" % bad in result.stderr, explain(result)
+    assert init.our_processes() == [] and not init.pidfile.exists()
+
+
+def test_the_venv_in_opt_comes_before_path(init):
+    write_impostor(init.bin_dir / "gostgev", init.impostor_ran)
+    write_wrapper(init.venv_gostgev)
+    start_reload_stop(init)
+    assert not init.impostor_ran.exists(), init.impostor_ran.read_text()
+    # without it, the one on PATH
+    init.venv_gostgev.unlink()
+    result = init.run("start")
+    assert result.returncode == 1 and "wrong gostgev" in result.stderr, explain(result)
+    assert init.impostor_ran.read_text().split() == [str(init.bin_dir / "gostgev")]
 
 
 def test_the_script_is_posix_sh_with_an_lsb_header():
