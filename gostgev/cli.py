@@ -81,8 +81,9 @@ def build_parser():
                         help="reload the configuration this often, e.g. 30s (as SIGHUP does; an unchanged "
                              "configuration changes nothing)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="run N processes sharing the listening ports (SO_REUSEPORT); tunnel servers, "
-                             "relay binds, metrics and the API run in the first only (default 1)")
+                        help="run N processes sharing the listening ports (SO_REUSEPORT); tunnel servers run "
+                             "in every one and hand visitors to the one holding their tunnel; relay handlers, "
+                             "metrics and the API run in the first only (default 1)")
     parser.add_argument("--daemon", action="store_true", help="detach and run in the background")
     parser.add_argument("--pidfile", metavar="PATH", help="write the process id here (removed on exit)")
     parser.add_argument("-V", "--version", action="version", version="gostgev " + __version__)
