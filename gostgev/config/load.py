@@ -59,7 +59,7 @@ _UNSUPPORTED_METADATA = frozenset(
     "backlog keepalive keepaliveperiod ttl readbuffersize readqueuesize mptcp header enablecompression "
     "handshaketimeout readheadertimeout maxheaderbytes nodelay connecttimeout interface so_mark netns "
     "proxyprotocol observer.period observer.resettraffic limiter.refreshinterval enablestats "
-    "preup postup predown postdown sniffing.websocket sniffing.websocket.samplerate mux".split())
+    "preup postup predown postdown sniffing.websocket sniffing.websocket.samplerate".split())
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -144,10 +144,9 @@ def build_config(raw, warnings, base_dir="."):
     metrics = _admin(root.section("metrics"), authers, "/metrics", "path")
     api = _admin(root.section("api"), authers, "", "pathPrefix")
     root.unsupported(*_UNSUPPORTED_TOP)
-    if not services:
-        misspelled = root.missing("services")
-        if misspelled.path != "services":   # "sevices:" must not mean "no services"
-            raise misspelled
+    misspelled = root.misspelled("services") if not services else None
+    if misspelled is not None:      # "sevices:" must not load as "no services"
+        raise misspelled
     root.finish()
     return Config(services=tuple(services), log=log, base_dir=base_dir, metrics=metrics, api=api,
                   chains=tuple(chains.values()), ingresses=tuple(ingresses.values()))
@@ -289,14 +288,13 @@ def _check_metadata(group, warn):
     value was copied there, so it is known when any of them reads it, and
     is reported once, at the first, when none does.
     """
-    group = [md for md in group if md is not None]
+    maps = [md.as_dict() for md in group]
     copied = set()
-    if len(group) > 1:
-        first = group[0].as_dict()
-        copied = {key for key, value in first.items()
-                  if all(key in md.as_dict() and md.as_dict()[key] == value for md in group[1:])}
-    for index, md in enumerate(group):
-        for key in md.as_dict():
+    if len(maps) > 1:
+        copied = {key for key, value in maps[0].items()
+                  if all(key in other and other[key] == value for other in maps[1:])}
+    for index, (md, items) in enumerate(zip(group, maps, strict=True)):
+        for key in items:
             if key in md.asked:
                 continue
             if key in copied and (index > 0 or any(key in other.asked for other in group)):

@@ -130,25 +130,25 @@ class Section:
     def warn(self, message):
         self._warnings.append(message)
 
-    def missing(self, key, message="required"):
-        """The error for a required ``key`` that is absent.
-
-        When an unread key is close to it (``handlr``), the error names that
-        key instead, because the fix is to correct its spelling.
-        """
-        guess = closest(key, [k for lower, (k, _) in self._items.items() if lower not in self._used])
-        if guess is not None:
-            return ConfigError(join_path(self.path, guess), 'unknown key (did you mean "%s"?)' % key)
-        return ConfigError(self.key_path(key), message)
-
-    def unread(self):
+    def _unread(self):
         """Original spellings of the keys that no getter asked for."""
         return [key for lower, (key, _) in self._items.items() if lower not in self._used]
+
+    def misspelled(self, key):
+        """An error naming an unread key close to ``key`` (``handlr`` for ``handler``), or None."""
+        guess = closest(key, self._unread())
+        if guess is None:
+            return None
+        return ConfigError(join_path(self.path, guess), 'unknown key (did you mean "%s"?)' % key)
+
+    def missing(self, key, message="required"):
+        """The error for a required ``key`` that is absent, or misspelled: then the misspelling is named."""
+        return self.misspelled(key) or ConfigError(self.key_path(key), message)
 
     def finish(self):
         """Record a warning for every key that no getter asked for."""
         known = [k for lower, k in self._used.items() if lower not in self._unsupported]
-        for key in self.unread():
+        for key in self._unread():
             self._warnings.append(unknown_key(self.path, key, known))
 
 
