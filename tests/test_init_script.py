@@ -285,6 +285,18 @@ def test_start_does_not_claim_success_for_a_broken_config(init):
     assert init.run("status").returncode == 3
 
 
+@pytest.mark.parametrize("action", ["start", "reload"])
+def test_the_config_check_shows_warnings(init, action):
+    if action == "reload":
+        assert init.run("start").returncode == 0
+    init.config.write_text(init.config.read_text().replace("listener:", "listner: {type: tcp}\n  listener:", 1))
+    result = init.run(action)
+    assert result.returncode == 0, explain(result)
+    assert result.stderr.splitlines() == [
+        'gostgev: warning: services[0].listner: unknown key (did you mean "listener"?)'], explain(result)
+    init.run("stop")
+
+
 def test_stale_pid_files(init):
     dead = subprocess.Popen(["true"])
     dead.wait(timeout=10)
