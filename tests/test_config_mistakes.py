@@ -246,3 +246,13 @@ def test_a_bad_certificate_file_is_refused_at_load(tmp_path, where):
     result = gostgev("-c", write(tmp_path, text))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [expected % (tmp_path / "bad.pem")]
+
+
+def test_a_typo_in_an_entrypoint_item_is_named(tmp_path):
+    text = ("services:\n- name: s\n  addr: 127.0.0.1:0\n  handler:\n    type: tunnel\n    metadata:\n"
+            "      entrypoints: [{addr: '127.0.0.1:0', ingres: ingress-0}]\n"
+            "ingresses: [{name: ingress-0, rules: []}]\n")
+    result = gostgev("-c", write(tmp_path, text), "-O", "yaml")
+    assert result.returncode == 0, result.stderr
+    assert warnings_of(result) == ['gostgev: warning: services[0].handler.metadata.entrypoints[0].ingres: '
+                                   'unknown key (did you mean "ingress"?)']

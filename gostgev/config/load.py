@@ -229,7 +229,7 @@ def _service(svc, index, hops, chains, ingresses, components, base_dir):
         forwarder = _forwarder(fwd_sec, hops, base_dir)
     handler_md = handler_sec.metadata()
     auther = _handler_auther(handler_sec, components["authers"])
-    context = LoadContext(base_dir=base_dir, ingresses=ingresses, auther=auther)
+    context = LoadContext(base_dir=base_dir, ingresses=ingresses, auther=auther, warn=svc.warn)
     try:
         options = handler_cls.parse_options(handler_md, context)
     except ValueError as exc:

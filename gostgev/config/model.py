@@ -7,7 +7,7 @@ after loading looks at raw dictionaries again.  Durations are float seconds.
 from dataclasses import dataclass, field
 
 from gostgev.addr import Addr
-from gostgev.config.section import Metadata
+from gostgev.config.section import Metadata, unknown_key
 
 __all__ = [
     "LogConfig", "SelectorConfig", "NodeConfig", "ForwarderConfig", "HandlerConfig",
@@ -153,6 +153,12 @@ class LoadContext:
     base_dir: str
     ingresses: dict           #: name -> IngressConfig
     auther: object = None     #: gostgev.auth.Auther or None
+    warn: object = None       #: callable(message) that records a load warning
+
+    def unknown(self, path, key, known):
+        """Warn about a key that nothing reads in a nested map, with the closest ``known`` key."""
+        if self.warn is not None:
+            self.warn(unknown_key(path, key, known))
 
 
 @dataclass(frozen=True, slots=True)

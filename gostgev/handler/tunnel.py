@@ -98,6 +98,9 @@ class TunnelHandler(Handler):
             entrypoints.append((parse_addr(md.str("entrypoint")), ingress))
         for i, item in enumerate(md.raw("entrypoints") or []):
             item = item if isinstance(item, dict) else {"addr": item}
+            for key in item:
+                if str(key).lower() not in ("addr", "ingress"):
+                    context.unknown("%s.entrypoints[%d]" % (md.path, i), str(key), ("addr", "ingress"))
             item = {str(k).lower(): v for k, v in item.items()}
             try:
                 addr = parse_addr(str(item.get("addr") or ""))
