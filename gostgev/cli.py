@@ -235,7 +235,10 @@ def run(config, args, pidfile=None, ready=_print_failure, children=(), worker=0)
     def reload_periodically(period):
         # Every process keeps its own period; workers are not sent SIGHUP for it.
         while not stopping.wait(period):
-            runtime.reload(quiet=True)
+            try:
+                runtime.reload(quiet=True)
+            except Exception:   # a bug in one reload must not end the periodic ones
+                log.exception("periodic reload failed; the running configuration stays")
 
     # Signal handlers only schedule work; it runs in greenlets of its own.
     # They are installed before anything starts: a signal's default action
