@@ -41,6 +41,14 @@ expect() {
     fail "$2:$3 answered $got, expected $1"
 }
 
+# Another demo still running would answer in our place and hide a failure.
+for port in 8000 8080 8443 18081 18082; do
+    if curl -s -o /dev/null -m 2 "http://127.0.0.1:$port/" 2>/dev/null; then
+        echo "smoke: FAIL: 127.0.0.1:$port already answers: stop whatever runs the demo's ports first" >&2
+        exit 1
+    fi
+done
+
 gostgev -c etc/gost.yaml >"$log" 2>&1 &
 pid=$!
 
