@@ -85,6 +85,10 @@ class Metrics:
                                       tun, registry=reg)
         self.tunnel_reconnects = Counter("gostgev_tunnel_reconnects_total",
                                          "Total reconnections of a tunnel client", ["host", "service"], registry=reg)
+        # gost_service_requests_total counts connections, as GOST does; this counts
+        # the HTTP requests routed one by one on them.
+        self.http_requests = Counter("gostgev_http_requests_total", "Total HTTP requests routed, by status class",
+                                     ["host", "service", "code"], registry=reg)
         self.services.labels(self.host).set(0)
 
 
@@ -126,6 +130,13 @@ def request_finished(token, error=False):
     m.duration.labels(m.host, service).observe(time.monotonic() - started)
     if error:
         m.handler_errors.labels(m.host, service, client).inc()
+
+
+def http_request(service, status):
+    """Count one HTTP request routed on its own, by status class (2xx, 5xx...)."""
+    m = current
+    if m is not None:
+        m.http_requests.labels(m.host, service, "%dxx" % (status // 100)).inc()
 
 
 def transfer(service, bytes_in, bytes_out, client=""):

@@ -100,6 +100,12 @@ class TunnelRegistry:
     def tunnels(self):
         return list(self._tunnels.values())
 
+    def has_connector(self, tunnel_id, network="tcp"):
+        """Whether the tunnel has a live connection here for ``network``."""
+        tunnel = self._tunnels.get(tunnel_id.key)
+        udp = network == "udp"
+        return tunnel is not None and any(not c.closed and c.udp == udp for c in tunnel.connectors)
+
     def open_stream(self, tunnel_id, network="tcp"):
         """Open a stream on a live connection of the tunnel; ``(stream, connector)``.
 

@@ -8,10 +8,13 @@ and what it receives while receiving, and the test compares lengths and
 SHA-256 digests taken on opposite ends, so a lost, duplicated, reordered or
 truncated byte anywhere in between shows up as a mismatch.
 
-Wire format of a test connection: the route's head (an HTTP request head
-when something sniffs, else nothing), a 4-byte connection number, then
-payload.  The backend checks that the head arrived unchanged, then runs the
-test's script for that connection number.
+Wire format of a test connection: the route's head, a 4-byte connection
+number, then payload.  Where something routes HTTP, the head is an upgrade
+request that the backend answers with ``101`` before anything else, and the
+client sends its number only after reading that answer: from the switch on,
+every proxy on the way is a plain pipe, which is what these tests measure.
+Elsewhere the head is empty.  The backend checks that the head arrived
+unchanged, then runs the test's script for that connection number.
 """
 
 import hashlib
@@ -33,7 +36,9 @@ from tests.test_forward import proxy_config
 from tests.test_tunnel import TUNNEL_A, client_config, server_config
 
 MiB = 1 << 20
-HEAD = b"POST /integrity HTTP/1.1\r\nHost: data.local\r\nContent-Type: application/octet-stream\r\n\r\n"
+HEAD = (b"GET /integrity HTTP/1.1\r\nHost: data.local\r\nConnection: Upgrade\r\n"
+        b"Upgrade: gostgev-integrity\r\n\r\n")
+SWITCHED = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: gostgev-integrity\r\n\r\n"
 PREAMBLE = struct.Struct("!I")
 DIGEST_SIZE = 32
 #: longest any single socket operation may block before the test calls it a stall
@@ -143,13 +148,19 @@ class Ledger:
         try:
             sock.settimeout(OP_TIMEOUT)
             with gevent.Timeout(self.limit):
-                first = recv_exact(sock, len(self.head) + PREAMBLE.size)
+                head = recv_exact(sock, len(self.head)) if self.head else b""
+                if head != self.head:
+                    if not head:
+                        self.empty += 1
+                        return
+                    raise AssertionError("head changed on the way: %r" % head)
+                if self.head:
+                    sock.sendall(SWITCHED)
+                first = recv_exact(sock, PREAMBLE.size)
                 if not first:
                     self.empty += 1
                     return
-                if first[:len(self.head)] != self.head:
-                    raise AssertionError("head changed on the way: %r" % first[:len(self.head)])
-                (conn_id,) = PREAMBLE.unpack(first[len(self.head):])
+                (conn_id,) = PREAMBLE.unpack(first)
                 self.script(sock, conn_id)
         except BaseException as exc:   # gevent.Timeout is not an Exception
             self.errors.append((conn_id, repr(exc)))
@@ -209,7 +220,11 @@ class Route:
             sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
             sock.settimeout(OP_TIMEOUT)
             sock.connect((LOCALHOST, self.port))
-            sock.sendall(self.head + PREAMBLE.pack(conn_id))
+            if self.head:
+                sock.sendall(self.head)
+                answer = recv_exact(sock, len(SWITCHED))
+                assert answer == SWITCHED, "no switch: %r" % answer
+            sock.sendall(PREAMBLE.pack(conn_id))
         except BaseException:
             sock.close()
             raise

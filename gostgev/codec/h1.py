@@ -202,7 +202,8 @@ class _Body:
                 line = self.line + bytes(data[pos:stop])
                 pos = stop
                 if end < 0:
-                    limit = MAX_CHUNK_LINE if state != _TRAILERS else MAX_TRAILER_BYTES - self.trailer_bytes
+                    # (+1 for trailers: the CR of the blank line that ends them, which is not counted)
+                    limit = MAX_CHUNK_LINE if state != _TRAILERS else MAX_TRAILER_BYTES - self.trailer_bytes + 1
                     if len(line) > limit:
                         raise RemoteProtocolError("chunk line or trailer longer than %d bytes" % limit)
                     self.line = line
@@ -256,7 +257,12 @@ class RequestTracker:
     @property
     def idle(self):
         """Between requests: no head or body is half read."""
-        return self._body.state == _HEAD and not self._head
+        return self._body.state in (_HEAD, _DONE) and not self._head
+
+    @property
+    def finished(self):
+        """A request asked to close the connection and is complete: nothing more is read."""
+        return self._body.state == _DONE
 
     def feed(self, data):
         """Events for the bytes ``data`` (as ``recv`` returns them); ``b""`` is EOF."""
@@ -270,7 +276,7 @@ class RequestTracker:
         if state == _DONE:
             return []    # after Connection: close nothing more is read as requests
         if not data:
-            if not self.idle:
+            if state != _HEAD or self._head.strip(b"\r\n"):   # blank lines alone are no request
                 raise RemoteProtocolError("client closed in the middle of a request")
             return []
         return self._feed(data, len(data))
@@ -313,6 +319,8 @@ class RequestTracker:
         if head is None:
             self._head = bytes(buffered)
             return -1
+        if head.version == "HTTP/2.0":
+            raise RemoteProtocolError("HTTP/2 preface on an HTTP/1.x connection")
         self._head = b""
         _check_target(head)
         raw = bytes(buffered[:head.length])
@@ -321,6 +329,9 @@ class RequestTracker:
         events.append(Request(head, raw))
         pos += head.length - offset
         chunked, length = _framing(head.headers, "request", True)
+        if chunked and head.version == "HTTP/1.0":
+            # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing
+            raise RemoteProtocolError("HTTP/1.0 request with Transfer-Encoding")
         tokens = _connection_tokens(head.headers)
         self.closing = "close" in tokens or (head.version == "HTTP/1.0" and "keep-alive" not in tokens)
         self.upgrading = head.method == "CONNECT" or ("upgrade" in tokens and head.header("upgrade") is not None)
@@ -435,7 +446,7 @@ class ResponseTracker:
                 body.state = _DONE
                 self._expected.pop(0)
                 return [END]
-            if body.state == _HEAD and not self._head:
+            if body.state == _DONE or (body.state == _HEAD and not self._head):
                 return []
             raise RemoteProtocolError("server closed in the middle of a response")
         if body.state == _DONE:
@@ -450,6 +461,8 @@ class ResponseTracker:
             elif body.state == _UNTIL_CLOSE:
                 events.append(Data(pos, size))
                 break
+            elif body.state == _DONE:
+                raise RemoteProtocolError("server sent bytes after its last response")
             else:
                 start = pos
                 pos, finished = body.consume(data, pos, size)
@@ -502,15 +515,17 @@ class ResponseTracker:
             return pos
         if status == 101:
             raise RemoteProtocolError("101 Switching Protocols without an upgrade request")
+        bodiless = method == "HEAD" or status in (204, 304)
+        chunked, length = (False, 0) if bodiless else _framing(head.headers, "response", False)
+        if not chunked and length is None:
+            keep_alive = False    # the body runs until the server closes
         events.append(Response(status, keep_alive, head.length))
         if not keep_alive:
             self.keep_alive = False
-        if method == "HEAD" or status in (204, 304):
+        if bodiless:
             self._finished(events)
             return pos
-        chunked, length = _framing(head.headers, "response", False)
         if not chunked and length is None:
-            self.keep_alive = False
             self._body.state = _UNTIL_CLOSE
             return pos
         if self._body.start(chunked, length):

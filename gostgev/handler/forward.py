@@ -6,14 +6,17 @@ Flow of one connection::
     ├── sniffing off ─────────────────────────────┐
     └── sniffing on: sniff() within sniffing.timeout
         ├── TLS  ClientHello -> host = SNI         │
-        ├── HTTP request head -> host = Host       ├── forwarder.route(host, protocol, path)
-        ├── other bytes -> host unknown            │   ├── no node: HTTP 502 / close
-        └── timeout, EOF, malformed: close (400)  ─┘   └── dial nodes in order
+        ├── HTTP request head ─────────────────────│── every request routed by its own host and
+        │                                          │   path (gostgev.handler.http1), upstream
+        │                                          │   connections kept for reuse
+        ├── other bytes -> host unknown            │
+        └── timeout, EOF, malformed: close (400)  ─┴── forwarder.route(host, protocol, path)
+                                                       ├── no node: HTTP 502 / close
+                                                       └── dial nodes in order
                                                            ├── all failed: HTTP 503 / close
                                                            └── replay sniffed bytes, pipe()
 
-Routing is decided once per connection, like an SNI proxy or HAProxy in TCP
-mode: later requests on a kept-alive HTTP connection go to the same node.
+TLS is routed once per connection, by SNI, and never terminated.
 """
 
 import time
@@ -28,6 +31,7 @@ from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
 from gostgev.errors import ProtocolError
 from gostgev.forwarder import Forwarder
 from gostgev.handler import HANDLERS, Handler
+from gostgev.handler.http1 import Refused, Route, UpstreamPool, serve_http
 from gostgev.listener import EXHAUSTED_ERRNOS, format_address
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
@@ -88,9 +92,16 @@ class ForwardHandler(Handler):
         super().reconfigure(service_config)
         self._build(service_config)
 
+    def stop(self, timeout=None):
+        self.pool.close()
+
     def _build(self, service_config):
         forwarder = service_config.forwarder
         self.forwarder = Forwarder(forwarder) if forwarder is not None and forwarder.nodes else None
+        old = getattr(self, "pool", None)
+        if old is not None:
+            old.close()           # the nodes may have changed: start afresh
+        self.pool = UpstreamPool()
         self.chain = None
         if service_config.handler.chain is not None:
             from gostgev.chain import Chain  # only visitors need the relay/mux stack
@@ -107,6 +118,8 @@ class ForwardHandler(Handler):
             if sniffed is None:
                 return "no request head"
         protocol = sniffed.protocol if sniffed else None
+        if protocol == HTTP and sniffed.head.version != "HTTP/2.0":
+            return self._serve_http(conn, address, client, sniffed, target, log, started)
         # A tunnel stream header names the host the public client asked for;
         # it wins over what we sniff (GOST's fixed behaviour, issue #898).
         host = host_without_port(target) if target else (sniffed.host if sniffed else None)
@@ -146,6 +159,90 @@ class ForwardHandler(Handler):
 
     #: HTTP status when every node failed to dial
     dial_failure_status = 503
+
+    # -- HTTP, request by request ------------------------------------------------------
+
+    def _serve_http(self, conn, address, client, sniffed, target, log, started):
+        forwarder, routes = self.forwarder, {}
+        # Through a chain, or with PROXY headers naming one client, a
+        # connection is this client's alone: nothing is pooled.
+        pooled = self.chain is None
+
+        def route_for(head, current):
+            # A tunnel stream header names the host the public client asked
+            # for; it wins over what the request says (GOST's fixed behaviour, issue #898).
+            host = host_without_port(target) if target else head.host
+            if forwarder is None:
+                nodes = [None] if target or (head.host and self.chain is not None) else []
+            else:
+                nodes = forwarder.candidates(host, HTTP, _request_path(head.target))
+            if not nodes:
+                raise Refused(502, "no route for host %s" % (host or "(none)"))
+            request = _HttpRequest(head)
+            if current is not None:
+                node, where = current
+                # The open connection keeps serving while its node fits and is healthy.
+                if node in nodes and (node is None or not node.is_failed(time.monotonic())) \
+                        and _target(node, request, target, self.chain is not None) == where:
+                    return routes[current]
+            if forwarder is not None:
+                nodes = forwarder.selector.order(nodes, address[0])
+            key = (nodes[0], _target(nodes[0], request, target, self.chain is not None))
+            route = routes.get(key)
+            if route is None:
+                route = routes[key] = self._http_route(key, nodes, request, target, client, address, conn,
+                                                       pooled and self._proxy_version(nodes[0]) == 0, log)
+            return route
+
+        def on_request(fields):
+            log.info("request", fields=fields)
+            metrics.http_request(self.config.name, fields.get("status", 0))
+
+        up, down = serve_http(conn, address[0], sniffed.data, route_for, log, on_request, self.options.idle_timeout)
+        log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
+                                               "duration": "%.3fs" % (time.monotonic() - started)})
+        metrics.transfer(self.config.name, up, down)
+
+    def _http_route(self, key, nodes, sniffed_like, target, client, address, conn, pooled, log):
+        """The route to ``key`` (the first of ``nodes``), falling back on the others when a dial fails."""
+        head = sniffed_like.head
+
+        def dial(use_pool):
+            for node in nodes:
+                where = _target(node, sniffed_like, target, allow_port_zero=self.chain is not None)
+                if where is None:
+                    continue
+                name = node.name if node is not None else "direct"
+                if use_pool:
+                    sock = self.pool.take(where)
+                    if sock is not None:
+                        return sock, {"node": name}, True, where
+                upstream, _ = self._dial([node], sniffed_like, target, client, log)
+                if upstream is None:
+                    continue
+                version = self._proxy_version(node)
+                if version:
+                    upstream.sendall(proxy_header(version, address[:2], _local_address(conn)))
+                return upstream, {"node": name}, False, where
+            raise Refused(self.dial_failure_status, "no node reachable for host %s" % (head.host or "(none)"))
+
+        state = {}
+
+        def open_():
+            sock, fields, reused, where = dial(pooled)
+            state["where"] = where
+            return sock, fields, reused
+
+        def release(sock, reusable, _sent, _received):
+            if pooled and reusable and "where" in state:
+                self.pool.put(state["where"], sock)
+            else:
+                sock.close()
+
+        def retry():
+            return dial(False)[0]
+
+        return Route(key, open_, release, retry, pooled=pooled)
 
     def _sniff(self, sock, log):
         try:
@@ -216,6 +313,17 @@ class RemoteForwardHandler(ForwardHandler):
     @classmethod
     def needs_nodes(cls, options, chain):
         return False
+
+
+class _HttpRequest:
+    """What ``_target`` reads of a sniffed head, for one request of a session."""
+
+    __slots__ = ("head", "host")
+    protocol = HTTP
+
+    def __init__(self, head):
+        self.head = head
+        self.host = head.host
 
 
 def _probe_http(conn):

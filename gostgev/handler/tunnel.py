@@ -35,6 +35,7 @@ from gostgev.codec.sniff import HTTP, RELAY, TLS
 from gostgev.config.model import IngressConfig
 from gostgev.errors import ProtocolError
 from gostgev.handler import HANDLERS, Handler
+from gostgev.handler.http1 import Refused, Route, serve_http
 from gostgev.ingress import Ingress, Rule, parse_endpoint, parse_rule_host
 from gostgev.listener import TcpListener, format_address
 from gostgev.netio.close import close_gently
@@ -317,6 +318,10 @@ class TunnelHandler(Handler):
     def _handed_over(self, conn, header, data):
         """A connection another worker accepted, for a tunnel connection held here."""
         kind, src, dst = header["kind"], header["src"], header["dst"]
+        if kind == HTTP:
+            # Routed request by request here as well (through the handler's ingress).
+            log = self.log.bind(remote=src, worker=header.get("from"))
+            return self.serve_http(conn, src, data, self.ingress, log)
         tunnel_id = relay.TunnelID.parse(header["tunnel"])
         log = self.log.bind(remote=src, host=host_without_port(dst), tunnel=tunnel_id.text,
                             worker=header.get("from"))
@@ -374,6 +379,64 @@ class TunnelHandler(Handler):
             return reply(conn, relay.SERVICE_UNAVAILABLE)
         reply(conn, relay.OK)
         self.relay_stream(conn, stream, connector, src, dst, leftover, log)
+
+    # -- HTTP, request by request (entrypoints, and visitors handed over by other workers) ---------
+
+    def serve_http(self, conn, client, data, ingress, log):
+        """Route each request of an HTTP client by its own host through ``ingress``.
+
+        Requests in a row for one tunnel and host share a stream; a new
+        host opens a new one, whose header names it for the client.
+        """
+        started = time.monotonic()
+        routes = {}
+        name = self.config.name
+
+        def route_for(head, current):
+            tunnel_id, dst = lookup(ingress, head.host, head)
+            route = routes.get((tunnel_id.key, dst))
+            if route is None:
+                route = routes[(tunnel_id.key, dst)] = self.http_route(tunnel_id, dst, head.host, client)
+            return route
+
+        def on_request(fields):
+            log.info("request", fields=fields)
+            metrics.http_request(name, fields.get("status", 0))
+
+        up, down = serve_http(conn, client, data, route_for, log, on_request)
+        metrics.transfer(name, up, down)
+        log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
+                                               "duration": "%.3fs" % (time.monotonic() - started)})
+
+    def http_route(self, tunnel_id, dst, host, client):
+        """The route to ``tunnel_id`` for requests to ``dst``: a stream, with its header, per run."""
+        registry = self.registry
+        name = self.config.name
+        opened = {}
+
+        def open_():
+            try:
+                stream, connector = registry.open_stream(tunnel_id)
+            except NoConnector as exc:
+                raise Refused(503, NO_LIVE_CONNECTION % host, detail=str(exc)) from None
+            metrics.tunnel_stream(name, connector.tunnel_id.text)
+            try:
+                stream.sendall(relay.Response(relay.OK, addrs=(client, dst)).encode())
+            except OSError as exc:
+                stream.close()
+                raise Refused(503, NO_LIVE_CONNECTION % host, detail=str(exc)) from None
+            opened[stream] = connector
+            return stream, {"tunnel": tunnel_id.text, "connector": connector.id.text}, False
+
+        def release(stream, _reusable, sent, received):
+            stream.close()
+            connector = opened.pop(stream, None)
+            if connector is not None:
+                connector.streams += 1
+                connector.bytes_in += sent
+                connector.bytes_out += received
+
+        return Route((tunnel_id.key, dst), open_, release)
 
     def relay_stream(self, conn, stream, connector, src, dst, data, log):
         """Write the stream header and ``data``, then pipe; log one line."""
@@ -515,16 +578,17 @@ class Entrypoint:
     def _route(self, conn, client, sniffed, log):
         host = sniffed.host
         log = log.bind(host=host, protocol=sniffed.protocol)
-        rule = self.ingress.lookup(host) if self.ingress is not None and host else None
-        if rule is None or rule.endpoint.private:
-            return refuse(conn, sniffed.protocol, 502, "no tunnel for host %s" % (host or "(none)"), log)
-        tunnel_id = rule.endpoint
+        try:
+            tunnel_id, dst = lookup(self.ingress, host, sniffed.head if sniffed.protocol == HTTP else None)
+        except Refused as exc:
+            return refuse(conn, sniffed.protocol, exc.status, exc.message, log)
+        if sniffed.protocol == HTTP and sniffed.head.version != "HTTP/2.0":
+            # A tunnel held only by another worker: the whole client connection goes there.
+            if not self.handler.registry.has_connector(tunnel_id) and \
+                    self.handler.hand_off(conn, tunnel_id, HTTP, client, dst, sniffed.data, log):
+                return
+            return self.handler.serve_http(conn, client, sniffed.data, self.ingress, log)
         log = log.bind(tunnel=tunnel_id.text)
-        if sniffed.protocol == TLS:
-            dst = "%s:443" % host
-        else:
-            _, port = split_host_port(sniffed.head.header("host") or "")
-            dst = "%s:%s" % (host, port if port.isdigit() else "80")
         try:
             stream, connector = self.handler.registry.open_stream(tunnel_id)
         except NoConnector as exc:
@@ -532,6 +596,21 @@ class Entrypoint:
                 return
             return refuse(conn, sniffed.protocol, 503, NO_LIVE_CONNECTION % host, log, detail=str(exc))
         self.handler.relay_stream(conn, stream, connector, client, dst, sniffed.data, log)
+
+
+
+def lookup(ingress, host, head=None):
+    """``(tunnel ID, dst)`` for a host (an HTTP request's, or TLS's SNI when ``head`` is None).
+
+    :class:`Refused` (502) when no public rule names the host.
+    """
+    rule = ingress.lookup(host) if ingress is not None and host else None
+    if rule is None or rule.endpoint.private:
+        raise Refused(502, "no tunnel for host %s" % (host or "(none)"))
+    if head is None:
+        return rule.endpoint, "%s:443" % host
+    _, port = split_host_port(head.header("host") or "")
+    return rule.endpoint, "%s:%s" % (host, port if port.isdigit() else "80")
 
 
 def refuse(conn, protocol, status, message, log, detail=None):

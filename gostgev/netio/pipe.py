@@ -37,7 +37,7 @@ from gevent.socket import socket as GeventSocket
 from gostgev.netio.mux import MuxStream
 from gostgev.netio.peek import unwrap_prefix
 
-__all__ = ["pipe", "CHUNK"]
+__all__ = ["pipe", "CHUNK", "watch_idle", "reset"]
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _pipe(a, b, idle_timeout):
 
 
 def _greenlet_pipe(a, b, idle_timeout):
-    activity, watchdog = _watch_idle(idle_timeout, a, b)
+    activity, watchdog = watch_idle(idle_timeout, a, b)
     child = gevent.spawn(_copy, b, a, activity)
     try:
         up = _copy(a, b, activity)
@@ -105,7 +105,7 @@ def _greenlet_pipe(a, b, idle_timeout):
     return up, child.value or 0
 
 
-def _watch_idle(idle_timeout, a, b):
+def watch_idle(idle_timeout, a, b):
     """``(activity, watchdog timer)`` cutting ``a`` and ``b`` when idle, or ``(None, None)`` without a timeout."""
     if not idle_timeout:
         return None, None
@@ -135,8 +135,8 @@ def _copy(src, dst, activity):
             sent += len(data)
     except OSError:
         # Either side failed: stop both directions now.
-        _reset(src)
-        _reset(dst)
+        reset(src)
+        reset(dst)
         return sent
 
 
@@ -150,7 +150,7 @@ def _shutdown(sock, how):
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-def _reset(sock):
+def reset(sock):
     """End a connection whose other half failed, so that its peer sees an error.
 
     A FIN would tell the peer the transfer was complete: a download cut
@@ -181,7 +181,7 @@ class _CallbackPipe:
     def __init__(self, a, b, idle_timeout):
         loop = gevent.get_hub().loop
         self.done = gevent.event.Event()
-        self.activity, self.watchdog = _watch_idle(idle_timeout, a, b)
+        self.activity, self.watchdog = watch_idle(idle_timeout, a, b)
         self.up = _Direction(self, a, b, loop)
         self.down = _Direction(self, b, a, loop)
 
@@ -207,7 +207,7 @@ class _CallbackPipe:
             direction.stop()
         for sock in (self.up.src, self.down.src):
             if failed:
-                _reset(sock)
+                reset(sock)
             else:
                 _shutdown(sock, _stdsocket.SHUT_RDWR)
         self.done.set()
@@ -305,7 +305,7 @@ class _StreamPipe:
         self.sent = 0
         self.over = False
         self.done = gevent.event.Event()
-        self.activity, self.watchdog = _watch_idle(idle_timeout, sock, stream)
+        self.activity, self.watchdog = watch_idle(idle_timeout, sock, stream)
 
     def run(self):
         self.stream.on_readable = self.schedule
@@ -390,7 +390,7 @@ class _StreamPipe:
         self.pending = None
         self.writing.stop()
         if failed:
-            _reset(self.raw)
+            reset(self.raw)
         else:
             _shutdown(self.raw, _stdsocket.SHUT_RDWR)
         gevent.spawn(_shutdown, self.stream, _stdsocket.SHUT_RDWR)

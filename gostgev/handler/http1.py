@@ -1,0 +1,500 @@
+"""One client's HTTP/1.x connection, routed request by request.
+
+The forwarder (``tcp`` with sniffing) and the tunnel entrypoint both serve
+plain HTTP this way.  Bytes pass through unchanged; the trackers of
+:mod:`gostgev.codec.h1` only say where each message starts and ends::
+
+    client ──recv──▶ RequestTracker ──Request──▶ route(head) ─┬─ same route: send on the open upstream
+                                                              ├─ new route: wait until the open upstream
+                                                              │  has answered everything, then open (or
+                                                              │  take from the pool) the new one
+                                                              └─ refused: wait likewise, answer 502/503
+    upstream ──recv──▶ ResponseTracker ──▶ client  (one greenlet per upstream; END counts a response)
+
+Responses therefore reach the client in request order, and pipelined
+requests to one route keep flowing without waiting.  A 101 (or a 2xx to
+CONNECT) turns the connection into a plain pipe.
+"""
+
+import re
+import socket as _stdsocket
+import time
+
+import gevent
+import gevent.event
+
+from gostgev.codec.h1 import END, UPGRADED, Data, Request, RequestTracker, ResponseTracker
+from gostgev.codec.http import simple_response
+from gostgev.errors import RemoteProtocolError
+from gostgev.netio.close import close_gently
+from gostgev.netio.pipe import CHUNK, pipe, reset, watch_idle
+
+__all__ = ["Refused", "Route", "serve_http", "UpstreamPool"]
+
+# A request's own "Connection: close" line (nothing else in the header).
+_CONNECTION_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close[ \t]*\r\n", re.IGNORECASE)
+
+
+class Refused(Exception):
+    """This request cannot be routed: answer ``status`` with ``message``."""
+
+    def __init__(self, status, message, detail=None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.detail = detail
+
+
+class Route:
+    """Where a request goes: ``key`` compares routes; ``open()`` gives a connection there.
+
+    ``open()`` returns ``(sock, fields, reused)`` or raises :class:`Refused`;
+    ``fields`` go into the request's log line.  ``release(sock, reusable,
+    bytes sent, bytes received)`` takes the connection back when the
+    client's session is done with it.
+    """
+
+    __slots__ = ("key", "open", "release", "retry", "pooled")
+
+    def __init__(self, key, open, release=None, retry=None, pooled=False):
+        self.key = key
+        self.open = open
+        self.release = release
+        self.retry = retry    #: callable() -> sock for a fresh connection when a reused one died unused
+        #: connections outlive the client's: a client's ``Connection: close`` (hop-by-hop,
+        #: RFC 9110 7.6.1) is not passed on, and the client's connection closes after its answer
+        self.pooled = pooled
+
+
+class _Upstream:
+    """An open connection of the session, and the greenlet relaying its responses."""
+
+    __slots__ = ("route", "sock", "fields", "reused", "tracker", "idle", "pump", "failed", "upgraded",
+                 "sent", "received", "first_raw", "asked", "answer_bytes")
+
+    def __init__(self, route, sock, fields, reused):
+        self.route = route
+        self.sock = sock
+        self.fields = fields
+        self.reused = reused
+        self.tracker = ResponseTracker()
+        self.idle = gevent.event.Event()   # set while every request sent here is answered
+        self.idle.set()
+        self.pump = None
+        self.failed = None        # why the connection ended early, if it did
+        self.upgraded = None      # Event: set once the answer to an upgrade request is known
+        self.sent = 0
+        self.received = 0
+        self.first_raw = None     # a reused connection's first, bodiless request: resent if the node had closed
+        self.asked = []           # [started, method, host, path, bytes in] per request awaiting its answer
+        self.answer_bytes = 0
+
+
+def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_timeout=None):
+    """Serve ``client`` until it closes; ``data`` holds bytes already read from it.
+
+    ``route_for(head, current_key)`` returns a :class:`Route` (the current
+    one, when it still fits, keeps the open connection) or raises :class:`Refused`.
+    ``on_request(fields)`` is called with each answered request's log fields.
+    Returns ``(bytes in, bytes out)``.
+    """
+    session = _Session(client, client_ip, route_for, log, on_request)
+    activity, watchdog = watch_idle(idle_timeout, client, client)
+    session.activity = activity
+    try:
+        return session.run(data)
+    finally:
+        if watchdog is not None:
+            watchdog.close()
+
+
+class _Session:
+    def __init__(self, client, client_ip, route_for, log, on_request):
+        self.client = client
+        self.client_ip = client_ip
+        self.route_for = route_for
+        self.log = log
+        self.on_request = on_request
+        self.activity = None
+        self.tracker = RequestTracker()
+        self.up = None            # the current _Upstream
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.skipping = False     # the body of a refused request is read and dropped
+        self.broken = False       # the client connection must end now (an upstream failed mid-answer)
+
+    def run(self, data):
+        try:
+            while data:
+                self.bytes_in += len(data)
+                if not self._client_data(data) or self.broken:
+                    break
+                data = self._recv_client()
+            else:
+                self._client_eof()
+        finally:
+            self._finish()
+        return self.bytes_in, self.bytes_out
+
+    def _recv_client(self):
+        try:
+            data = self.client.recv(CHUNK)
+        except OSError:
+            return b""
+        if self.activity is not None:
+            self.activity.last = time.monotonic()
+        return data
+
+    # -- the client's bytes --------------------------------------------------------------
+
+    def _client_data(self, data):
+        """Route and send what ``data`` holds; False once the session must end."""
+        try:
+            events = self.tracker.feed(data)
+        except RemoteProtocolError as exc:
+            return self._bad_request(exc)
+        if not self._events(data, events):
+            return False
+        return not self.tracker.finished or self._drain()
+
+    def _events(self, data, events):
+        view = None
+        for event in events:
+            kind = type(event)
+            if kind is Data:
+                if self.skipping:
+                    continue
+                if view is None:
+                    view = memoryview(data)
+                self.up.asked[-1][4] += event.end - event.start
+                if not self._send_up(view[event.start:event.end]):
+                    return False
+            elif kind is Request:
+                self.skipping = False
+                if not self._request(event):
+                    return False
+            elif event is END and self.tracker.upgrading:
+                if self.skipping:     # refused: nothing will switch; what was held is more requests
+                    held, more = self.tracker.upgrade_answered(False)
+                    if not self._events(held, more):
+                        return False
+                elif not self._await_upgrade():
+                    return False
+        return True
+
+    def _request(self, event):
+        head = event.head
+        up = self.up
+        try:
+            route = self.route_for(head, up.route.key if up is not None and not up.failed else None)
+        except Refused as exc:
+            return self._refuse(head, exc)
+        if up is None or up.route.key != route.key or up.failed or not up.tracker.keep_alive:
+            if up is not None:
+                up.idle.wait()
+                if self.broken:
+                    return False
+                self._release(up)
+                self.up = None
+            try:
+                sock, fields, reused = route.open()
+            except Refused as exc:
+                return self._refuse(head, exc)
+            up = self.up = _Upstream(route, sock, fields, reused)
+            up.pump = gevent.spawn(self._pump, up)
+        up.idle.clear()
+        upgrade = self.tracker.upgrading
+        up.tracker.expect(head.method, upgrade=upgrade)
+        if upgrade:
+            up.upgraded = gevent.event.Event()
+        raw = event.raw
+        if route.pooled and self.tracker.closing and head.version == "HTTP/1.1":
+            raw = _CONNECTION_CLOSE.sub(b"\r\n", raw, count=1)
+        up.asked.append([time.monotonic(), head.method, head.host, head.target, len(raw)])
+        if up.tracker.pending > 1:
+            up.first_raw = b""    # several requests in flight: none is ever resent
+        elif up.reused and up.first_raw is None and _bodiless(head):
+            up.first_raw = raw
+        return self._send_up(raw)
+
+    def _send_up(self, view):
+        up = self.up
+        try:
+            up.sock.sendall(view)
+            up.sent += len(view)
+            return True
+        except OSError as exc:
+            if up.first_raw and not up.received:
+                return True       # the pump finds the connection dead and resends on a fresh one
+            self._upstream_failed(up, "send failed: %s" % (exc.strerror or exc))
+            return False
+
+    def _refuse(self, head, exc):
+        """Answer a request that has no route, in its turn, and read past its body."""
+        if self.up is not None:
+            self.up.idle.wait()
+            if self.broken:
+                return False
+        self.log.warning("%s", exc.detail or exc.message, fields={"host": head.host, "path": head.target})
+        keep = not self.tracker.closing
+        try:
+            self.client.sendall(simple_response(exc.status, "gostgev: " + exc.message, keep_alive=keep))
+        except OSError:
+            return False
+        self.skipping = True
+        if self.on_request is not None:
+            self.on_request({"method": head.method, "host": head.host, "path": head.target, "status": exc.status})
+        return keep
+
+    def _bad_request(self, exc):
+        """Bytes that are not HTTP, or that could be read two ways: 400, once earlier answers are out."""
+        if self.up is not None:
+            self.up.idle.wait()
+        self.log.warning("bad request: %s", exc)
+        if not self.broken:
+            close_gently(self.client, simple_response(400, "gostgev: bad request"))
+        return False
+
+    def _await_upgrade(self):
+        """Wait for the answer to an upgrade request; after a 101, the connection is a plain pipe."""
+        up = self.up
+        up.upgraded.wait()
+        if self.broken:
+            return False
+        accepted = up.tracker.raw
+        held, events = self.tracker.upgrade_answered(accepted)
+        if not accepted:
+            return self._events(held, events)
+        up.pump.join()            # it stops right after relaying the switch
+        try:
+            if held:
+                up.sock.sendall(held)
+            upload, download = pipe(self.client, up.sock)
+        except OSError:
+            upload = download = 0
+        self.bytes_in += upload
+        self.bytes_out += download
+        return False
+
+    def _drain(self):
+        """The client asked to close: let the answers out, then end."""
+        if self.up is not None:
+            self.up.idle.wait()
+        return False
+
+    def _client_eof(self):
+        """The client closed its sending side: answer what it asked, then end."""
+        up = self.up
+        if up is None:
+            return
+        if not self.tracker.idle:
+            self._upstream_failed(up, None)
+            return
+        up.idle.wait()
+
+    # -- the upstream's bytes ------------------------------------------------------------
+
+    def _pump(self, up):
+        """Relay ``up``'s responses to the client, counting them off."""
+        client = self.client
+        tracker = up.tracker
+        while True:
+            try:
+                data = up.sock.recv(CHUNK)
+            except OSError as exc:
+                if self._resend(up):
+                    continue
+                return self._upstream_failed(up, exc.strerror or str(exc))
+            if not data and not up.received and self._resend(up):
+                continue
+            if self.activity is not None:
+                self.activity.last = time.monotonic()
+            up.received += len(data)
+            try:
+                events = tracker.feed(data)
+            except RemoteProtocolError as exc:
+                return self._upstream_failed(up, str(exc))
+            switched = False
+            view = None
+            for event in events:
+                kind = type(event)
+                if kind is Data:
+                    if view is None:
+                        view = memoryview(data)
+                    try:
+                        client.sendall(view[event.start:event.end])
+                    except OSError:
+                        return self._upstream_failed(up, None)
+                    up.answer_bytes += event.end - event.start
+                elif event is END:
+                    self._answered(up)
+                elif event is UPGRADED:
+                    switched = True
+            if switched:
+                up.upgraded.set()
+                return            # the session pipes from here
+            if not data:
+                up.failed = up.failed or "closed"
+                up.idle.set()
+                return
+
+    def _answered(self, up):
+        tracker = up.tracker
+        started, method, host, path, size = up.asked.pop(0)
+        self.bytes_out += up.answer_bytes
+        if self.on_request is not None:
+            self.on_request({**up.fields, "method": method, "host": host, "path": path, "status": tracker.status,
+                             "inputBytes": size, "outputBytes": up.answer_bytes,
+                             "duration": "%.3fs" % (time.monotonic() - started)})
+        up.answer_bytes = 0
+        up.first_raw = b""
+        if up.upgraded is not None and not tracker.raw:
+            up.upgraded.set()     # declined: the bytes held after the request are read as requests
+        if not tracker.keep_alive:
+            # The answer told the client the connection closes after it, so it does.
+            _shutdown(self.client)
+        if not tracker.pending:
+            up.idle.set()
+
+    def _resend(self, up):
+        """A reused connection died before its first answer: send that request on a fresh one."""
+        if not up.first_raw or up.received or up.route.retry is None:
+            return False
+        raw, up.first_raw = up.first_raw, b""
+        try:
+            up.sock.close()
+            up.sock = up.route.retry()
+            up.reused = False
+            up.sock.sendall(raw)
+        except (OSError, Refused) as exc:
+            self.log.warning("resend failed: %s", getattr(exc, "message", None) or exc, fields=up.fields)
+            return False
+        return True
+
+    def _upstream_failed(self, up, why):
+        """The upstream ended while answering: the client cannot be told cleanly, so it is cut too."""
+        if why:
+            self.log.warning("upstream failed: %s", why, fields=up.fields)
+        up.failed = why or "failed"
+        if up.tracker.pending or not self.tracker.idle:
+            self.broken = True
+            reset(self.client)
+        up.idle.set()
+        if up.upgraded is not None:
+            up.upgraded.set()
+
+    def _release(self, up):
+        reusable = not up.failed and up.tracker.keep_alive and not up.tracker.pending and not up.tracker.raw
+        if up.pump is not None:
+            if not reusable:
+                _shutdown(up.sock)
+            up.pump.kill(block=True)
+        if up.route.release is not None:
+            up.route.release(up.sock, reusable, up.sent, up.received)
+        else:
+            up.sock.close()
+
+    def _finish(self):
+        up, self.up = self.up, None
+        if up is not None:
+            if self.broken or not self.tracker.idle:
+                up.failed = up.failed or "client gone"
+            self._release(up)
+
+
+def _bodiless(head):
+    for name, _ in head.headers:
+        lower = name.lower()
+        if lower == "content-length" or lower == "transfer-encoding":
+            return False
+    return True
+
+
+def _shutdown(sock):
+    try:
+        sock.shutdown(_stdsocket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to nodes, for later requests of any client.
+
+    Bounded per node and in total; a connection idle longer than
+    ``idle_timeout`` is closed, and one that the node closed (or that has
+    bytes nobody asked for) is never handed out.
+    """
+
+    #: idle connections kept per node
+    per_node = 64
+    #: idle connections kept in all
+    total = 1024
+    #: seconds an idle connection is kept (nginx's keepalive_timeout is 60 s, so 30 s stays below
+    #: what most backends allow)
+    idle_timeout = 30.0
+
+    def __init__(self):
+        self._idle = {}           # key -> list of (sock, since)
+        self._count = 0
+        self._sweeper = None
+
+    def take(self, key):
+        """A healthy idle connection to ``key``, or None."""
+        stack = self._idle.get(key)
+        now = time.monotonic()
+        while stack:
+            sock, since = stack.pop()
+            self._count -= 1
+            if now - since < self.idle_timeout and _healthy(sock):
+                return sock
+            sock.close()
+        return None
+
+    def put(self, key, sock):
+        stack = self._idle.setdefault(key, [])
+        if len(stack) >= self.per_node or self._count >= self.total:
+            sock.close()
+            return
+        stack.append((sock, time.monotonic()))
+        self._count += 1
+        if self._sweeper is None:
+            self._sweeper = gevent.spawn(self._sweep)
+
+    def _sweep(self):
+        try:
+            while self._count:
+                gevent.sleep(self.idle_timeout / 2)
+                now = time.monotonic()
+                for key, stack in list(self._idle.items()):
+                    keep = [(s, t) for s, t in stack if now - t < self.idle_timeout]
+                    for sock, since in stack:
+                        if now - since >= self.idle_timeout:
+                            sock.close()
+                    self._count -= len(stack) - len(keep)
+                    if keep:
+                        self._idle[key] = keep
+                    else:
+                        del self._idle[key]
+        finally:
+            self._sweeper = None
+
+    def close(self):
+        for stack in self._idle.values():
+            for sock, _ in stack:
+                sock.close()
+        self._idle.clear()
+        self._count = 0
+        if self._sweeper is not None:
+            self._sweeper.kill(block=False)
+
+
+def _healthy(sock):
+    """No EOF and no unsolicited bytes waiting: the node still holds this connection open."""
+    try:
+        # The raw socket: gevent's own would wait for the byte instead of saying there is none.
+        getattr(sock, "_sock", sock).recv(1, _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False                # EOF, or bytes nobody asked for: either way not reusable
