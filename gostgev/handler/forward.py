@@ -31,7 +31,7 @@ from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
 from gostgev.errors import ProtocolError
 from gostgev.forwarder import Forwarder
 from gostgev.handler import HANDLERS, Handler
-from gostgev.handler.http1 import Refused, Route, UpstreamPool, serve_http
+from gostgev.handler.http1 import Forwarding, Refused, Route, UpstreamPool, forwarded_style, serve_http
 from gostgev.listener import EXHAUSTED_ERRNOS, format_address
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
@@ -59,6 +59,7 @@ class ForwardOptions:
     idle_timeout: float = 0.0                    #: close after this long without traffic; 0 = never
     dial_timeout: float = DEFAULT_DIAL_TIMEOUT   #: TCP connect timeout per node
     proxy_protocol: int = 0                      #: send a PROXY v1/v2 header to the node; 0 = no
+    forwarded: str | None = None                 #: add X-Forwarded-* ("x-forwarded") or Forwarded headers
 
 
 @HANDLERS.register("tcp", "forward")
@@ -82,6 +83,7 @@ class ForwardHandler(Handler):
             idle_timeout=md.duration("idletimeout"),
             dial_timeout=md.duration("dialtimeout", default=DEFAULT_DIAL_TIMEOUT) or DEFAULT_DIAL_TIMEOUT,
             proxy_protocol=md.int("proxyprotocol", default=0, minimum=0, maximum=2),
+            forwarded=forwarded_style(md, "http.forwarded"),
         )
 
     def __init__(self, service_config, log):
@@ -198,7 +200,12 @@ class ForwardHandler(Handler):
             log.info("request", fields=fields)
             metrics.http_request(self.config.name, fields.get("status", 0))
 
-        up, down = serve_http(conn, address[0], sniffed.data, route_for, log, on_request, self.options.idle_timeout)
+        forwarding = None
+        if self.options.forwarded:
+            proto = "https" if self.config.listener.type in ("tls", "wss", "mtls", "mwss") else "http"
+            forwarding = Forwarding(self.options.forwarded, proto)
+        up, down = serve_http(conn, address[0], sniffed.data, route_for, log, on_request, self.options.idle_timeout,
+                              forwarding)
         log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
                                                "duration": "%.3fs" % (time.monotonic() - started)})
         metrics.transfer(self.config.name, up, down)

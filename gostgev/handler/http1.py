@@ -29,7 +29,20 @@ from gostgev.errors import RemoteProtocolError
 from gostgev.netio.close import close_gently
 from gostgev.netio.pipe import CHUNK, pipe, reset, watch_idle
 
-__all__ = ["Refused", "Route", "serve_http", "UpstreamPool"]
+__all__ = ["Refused", "Route", "serve_http", "UpstreamPool", "Forwarding", "forwarded_style"]
+
+#: values of the ``http.forwarded`` / ``entrypoint.forwarded`` options
+FORWARDED_STYLES = ("x-forwarded", "forwarded")
+
+
+def forwarded_style(md, key):
+    """Option ``key``: ``x-forwarded``, ``forwarded``, or None (off, the default: requests pass as sent)."""
+    style = (md.str(key) or "").lower()
+    if style in ("", "off", "false", "none"):
+        return None
+    if style not in FORWARDED_STYLES:
+        raise ValueError("%s: unknown style %r (x-forwarded, forwarded or off)" % (key, style))
+    return style
 
 # A request's own "Connection: close" line (nothing else in the header).
 _CONNECTION_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close[ \t]*\r\n", re.IGNORECASE)
@@ -90,15 +103,78 @@ class _Upstream:
         self.answer_bytes = 0
 
 
-def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_timeout=None):
+class Forwarding:
+    """What a proxy adds to each request it passes on (all opt-in).
+
+    * ``style`` ``x-forwarded``: ``X-Forwarded-For`` (the client's address),
+      ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` (the Host it asked for);
+      ``forwarded``: the same as one RFC 7239 ``Forwarded`` header.  A
+      client's own headers of that name stay: ours is added after them, so
+      a list reads oldest hop first.
+    * ``node``: the loop guard.  A request whose ``Gost-Forwarded-Node``
+      already names this node has gone round in a circle and is refused
+      with 508; otherwise this node is added to the header (GOST replaces
+      the value, which sees a loop of two nodes only).
+    """
+
+    __slots__ = ("style", "proto", "node")
+
+    def __init__(self, style=None, proto="http", node=None):
+        self.style = style
+        self.proto = proto
+        self.node = node
+
+    def __bool__(self):
+        return bool(self.style or self.node)
+
+    def apply(self, head, raw, client_ip):
+        """``raw`` with our headers added; :class:`Refused` for a request caught in a loop."""
+        lines = []
+        if self.node:
+            seen = [value for name, value in head.headers if name.lower() == "gost-forwarded-node"]
+            nodes = [n.strip() for value in seen for n in value.split(",") if n.strip()]
+            if self.node in nodes:
+                raise Refused(508, "request loop: it has passed node %s before" % self.node)
+            if seen:
+                raw = _FORWARDED_NODE.sub(b"", raw)
+            lines.append("Gost-Forwarded-Node: %s" % ", ".join(nodes + [self.node]))
+        if self.style:
+            host = head.header("host") or head.host or ""
+            if self.style == "forwarded":
+                who = '"[%s]"' % client_ip if ":" in client_ip else client_ip
+                lines.append("Forwarded: for=%s;host=%s;proto=%s" % (who, _quoted(host), self.proto))
+            else:
+                lines.append("X-Forwarded-For: %s" % client_ip)
+                lines.append("X-Forwarded-Proto: %s" % self.proto)
+                if host:
+                    lines.append("X-Forwarded-Host: %s" % host)
+        extra = "".join(line + "\r\n" for line in lines).encode("latin-1")
+        cut = len(raw) - (2 if raw.endswith(b"\r\n\r\n") else 1)
+        return raw[:cut] + extra + raw[cut:]
+
+
+def _quoted(value):
+    """An RFC 7239 value: a token as it is, anything else (a port's colon) quoted."""
+    if value and all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in value):
+        return value
+    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+# The header a loop guard rewrites, line and all (a folded value was refused earlier).
+_FORWARDED_NODE = re.compile(rb"\r?\ngost-forwarded-node:[^\r\n]*(?=\r?\n)", re.IGNORECASE)
+
+
+def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_timeout=None, forwarding=None):
     """Serve ``client`` until it closes; ``data`` holds bytes already read from it.
 
     ``route_for(head, current_key)`` returns a :class:`Route` (the current
     one, when it still fits, keeps the open connection) or raises :class:`Refused`.
     ``on_request(fields)`` is called with each answered request's log fields.
+    ``forwarding`` (a :class:`Forwarding`) adds headers to every request.
     Returns ``(bytes in, bytes out)``.
     """
     session = _Session(client, client_ip, route_for, log, on_request)
+    session.forwarding = forwarding or None
     activity, watchdog = watch_idle(idle_timeout, client, client)
     session.activity = activity
     try:
@@ -116,6 +192,7 @@ class _Session:
         self.log = log
         self.on_request = on_request
         self.activity = None
+        self.forwarding = None
         self.tracker = RequestTracker()
         self.up = None            # the current _Upstream
         self.bytes_in = 0
@@ -185,7 +262,10 @@ class _Session:
     def _request(self, event):
         head = event.head
         up = self.up
+        raw = event.raw
         try:
+            if self.forwarding is not None:
+                raw = self.forwarding.apply(head, raw, self.client_ip)
             route = self.route_for(head, up.route.key if up is not None and not up.failed else None)
         except Refused as exc:
             return self._refuse(head, exc)
@@ -207,7 +287,6 @@ class _Session:
         up.tracker.expect(head.method, upgrade=upgrade)
         if upgrade:
             up.upgraded = gevent.event.Event()
-        raw = event.raw
         if route.pooled and self.tracker.closing and head.version == "HTTP/1.1":
             raw = _CONNECTION_CLOSE.sub(b"\r\n", raw, count=1)
         up.asked.append([time.monotonic(), head.method, head.host, head.target, len(raw)])

@@ -35,7 +35,7 @@ from gostgev.codec.sniff import HTTP, RELAY, TLS
 from gostgev.config.model import IngressConfig
 from gostgev.errors import ProtocolError
 from gostgev.handler import HANDLERS, Handler
-from gostgev.handler.http1 import Refused, Route, serve_http
+from gostgev.handler.http1 import Forwarding, Refused, Route, forwarded_style, serve_http
 from gostgev.ingress import Ingress, Rule, parse_endpoint, parse_rule_host
 from gostgev.listener import TcpListener, format_address
 from gostgev.netio.close import close_gently
@@ -65,6 +65,18 @@ class TunnelOptions:
     auther: object                       #: gostgev.auth.Auther | None
     strict: bool                         #: refuse BINDs for tunnels no ingress rule names
     entrypoint_proxy: bool               #: entrypoints accept PROXY protocol headers
+    forwarding: Forwarding | None = None  #: headers the entrypoints add to HTTP requests
+
+
+def _entrypoint_forwarding(md):
+    """``entrypoint.forwarded`` headers and the ``entrypoint.loopGuard`` (node ``entrypoint.node``)."""
+    style = forwarded_style(md, "entrypoint.forwarded")
+    node = None
+    if md.bool("entrypoint.loopGuard"):
+        node = md.str("entrypoint.node") or socket.gethostname()
+        if not node or any(c in node for c in ", \t\r\n"):
+            raise ValueError("entrypoint.node: %r cannot stand in a Gost-Forwarded-Node list" % node)
+    return Forwarding(style, "http", node) if style or node else None
 
 
 def _inline_rules(text):
@@ -119,7 +131,8 @@ class TunnelHandler(Handler):
             header_timeout=md.duration("entrypoint.headertimeout") or DEFAULT_HEADER_TIMEOUT,
             mux=MuxConfig.from_metadata(md), auther=context.auther,
             strict=md.bool("tunnel.strict", default=True),
-            entrypoint_proxy=md.int("entrypoint.proxyprotocol", default=0) > 0)
+            entrypoint_proxy=md.int("entrypoint.proxyprotocol", default=0) > 0,
+            forwarding=_entrypoint_forwarding(md))
 
     def __init__(self, service_config, log):
         super().__init__(service_config, log)
@@ -403,7 +416,8 @@ class TunnelHandler(Handler):
             log.info("request", fields=fields)
             metrics.http_request(name, fields.get("status", 0))
 
-        up, down = serve_http(conn, client, data, route_for, log, on_request)
+        up, down = serve_http(conn, host_without_port(client), data, route_for, log, on_request,
+                              forwarding=self.options.forwarding)
         metrics.transfer(name, up, down)
         log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
                                                "duration": "%.3fs" % (time.monotonic() - started)})
