@@ -68,7 +68,9 @@ OK_EMPTY = bytes.fromhex("01000000")
 BAD_REQUEST = bytes.fromhex("01010000")
 UNAUTHORIZED = bytes.fromhex("01020000")
 
-REQUEST = b"GET / HTTP/1.1\r\nHost: srv-0.local\r\n\r\n"
+#: As GOST's entrypoint sends it: its HTTP client keeps no connection to the tunnel
+#: (entrypoint.keepalive false), so every request says Connection: close.
+REQUEST = b"GET / HTTP/1.1\r\nHost: srv-0.local\r\nUser-Agent: Go-http-client/1.1\r\nConnection: close\r\n\r\n"
 WINDOW = 1048576
 KEEPALIVE = 0.3
 MAX_READS = 1000      # bound on recv() calls in any one helper

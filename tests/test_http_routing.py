@@ -621,6 +621,20 @@ def test_connection_close_from_the_backend(front):
             assert client.get(second).body == front.name(second)
 
 
+def test_a_pooled_node_closing_its_connection_does_not_close_the_client_s(start_services, backend):
+    """A node ending its own connection (nginx's keepalive_requests, say) is a hop-by-hop matter:
+    the forwarder drops that Connection: close, and the client's connection goes on."""
+    site = Site(backend, "a")
+    port = start_forwarder(start_services, [{"name": "a", "addr": site.addr, "host": "a.local"}])
+    with Client(port) as client:
+        assert client.get("a.local", "/one").body == b"a"
+        bye = client.get("a.local", "/bye")
+        assert (bye.status, bye.body, closes(bye.fields)) == (200, b"a", False)
+        assert client.get("a.local", "/two").body == b"a"
+    assert site.targets() == ["/one", "/bye", "/two"]
+    assert site.connections == 2          # the node's close was honoured: a new connection for /two
+
+
 def test_websocket_upgrade_then_raw_bytes_both_ways(front):
     first, second = front.hosts
     messages = [b"\x81\x05hello", b"GET /not-a-request HTTP/1.1\r\nHost: %s\r\n\r\n" % first.encode(),

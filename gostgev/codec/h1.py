@@ -7,16 +7,17 @@ that, one per direction of one client connection (RFC 9112 framing)::
     client bytes ─▶ RequestTracker.feed()  ─▶ Request(head, raw)  a complete head, held back
                                               Data(start, end)    body bytes of this feed
                                               END                 the request is complete
-    server bytes ─▶ ResponseTracker.feed() ─▶ Response(status, keep_alive, length)
-                                              Interim(status)     1xx before the final answer
+    server bytes ─▶ ResponseTracker.feed() ─▶ Response(status, keep_alive, length, raw, until_close)
+                                              Interim(status, raw)  1xx before the final answer
                                               Data(start, end) / END
                                               UPGRADED            raw bytes both ways from here
 
 ``Data(start, end)`` names a slice of the bytes just fed: the caller sends
-``view[start:end]`` on, no copy made.  Only a request head is held back
-(until complete), because the caller routes on it; a body's framing bytes
+``view[start:end]`` on, no copy made.  Heads are held back until complete
+and handed over whole (``raw``): the caller routes on a request's, and may
+drop a hop-by-hop ``Connection: close`` from either.  A body's framing bytes
 (chunk-size lines, trailers) are reported as data, since they travel as they
-came.  The response side holds nothing: it only counts.
+came.
 
 Every ``feed`` returns a list of events, possibly empty ("need more data"),
 or raises :class:`~gostgev.errors.RemoteProtocolError`.  ``feed(b"")`` is EOF.
@@ -73,17 +74,20 @@ class Request(NamedTuple):
 
 
 class Response(NamedTuple):
-    """The head of a final response (status >= 200, or 101)."""
+    """The head of a final response (status >= 200, or 101); ``raw`` is its bytes."""
 
     status: int
     keep_alive: bool    #: False: the server will close after this response
     length: int         #: bytes of the head
+    raw: bytes
+    until_close: bool   #: the body runs until the server closes (no length, not chunked)
 
 
 class Interim(NamedTuple):
     """A 1xx response other than 101 (``100 Continue``); the final one follows."""
 
     status: int
+    raw: bytes
 
 
 class Data(NamedTuple):
@@ -490,23 +494,20 @@ class ResponseTracker:
         head = parse_response_head(buffered)
         if head is None:
             self._head = bytes(buffered)
-            events.append(Data(pos, size))   # a response head is passed on as it comes
             return -1
         self._head = b""
-        start = pos
+        raw = bytes(buffered[:head.length])
         pos += head.length - offset
-        if start < pos:
-            events.append(Data(start, pos))
         method, upgrade = self._expected[0]
         status = head.status
         if 100 <= status < 200 and status != 101:
-            events.append(Interim(status))
+            events.append(Interim(status, raw))
             return pos
         tokens = _connection_tokens(head.headers)
         keep_alive = "close" not in tokens and (head.version == "HTTP/1.1" or "keep-alive" in tokens)
         self.status = status
         if (status == 101 and upgrade) or (method == "CONNECT" and 200 <= status < 300):
-            events.append(Response(status, keep_alive, head.length))
+            events.append(Response(status, keep_alive, head.length, raw, False))
             self._expected.pop(0)
             self._body.state = _RAW
             self.raw = True
@@ -517,9 +518,10 @@ class ResponseTracker:
             raise RemoteProtocolError("101 Switching Protocols without an upgrade request")
         bodiless = method == "HEAD" or status in (204, 304)
         chunked, length = (False, 0) if bodiless else _framing(head.headers, "response", False)
-        if not chunked and length is None:
+        until_close = not chunked and length is None
+        if until_close:
             keep_alive = False    # the body runs until the server closes
-        events.append(Response(status, keep_alive, head.length))
+        events.append(Response(status, keep_alive, head.length, raw, until_close))
         if not keep_alive:
             self.keep_alive = False
         if bodiless:

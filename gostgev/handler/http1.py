@@ -23,7 +23,7 @@ import time
 import gevent
 import gevent.event
 
-from gostgev.codec.h1 import END, UPGRADED, Data, Request, RequestTracker, ResponseTracker
+from gostgev.codec.h1 import END, UPGRADED, Data, Interim, Request, RequestTracker, Response, ResponseTracker
 from gostgev.codec.http import simple_response
 from gostgev.errors import RemoteProtocolError
 from gostgev.netio.close import close_gently
@@ -83,7 +83,7 @@ class _Upstream:
     """An open connection of the session, and the greenlet relaying its responses."""
 
     __slots__ = ("route", "sock", "fields", "reused", "tracker", "idle", "pump", "failed", "upgraded",
-                 "sent", "received", "first_raw", "asked", "answer_bytes")
+                 "sent", "received", "first_raw", "asked", "answer_bytes", "closes_client")
 
     def __init__(self, route, sock, fields, reused):
         self.route = route
@@ -101,6 +101,7 @@ class _Upstream:
         self.first_raw = None     # a reused connection's first, bodiless request: resent if the node had closed
         self.asked = []           # [started, method, host, path, bytes in] per request awaiting its answer
         self.answer_bytes = 0
+        self.closes_client = False   # an answer told the client its connection ends
 
 
 class Forwarding:
@@ -400,11 +401,19 @@ class _Session:
                 if kind is Data:
                     if view is None:
                         view = memoryview(data)
+                    chunk = view[event.start:event.end]
+                elif kind is Response:
+                    chunk = self._response_head(up, event)
+                elif kind is Interim:
+                    chunk = event.raw
+                else:
+                    chunk = None
+                if chunk is not None:
                     try:
-                        client.sendall(view[event.start:event.end])
+                        client.sendall(chunk)
                     except OSError:
                         return self._upstream_failed(up, None)
-                    up.answer_bytes += event.end - event.start
+                    up.answer_bytes += len(chunk)
                 elif event is END:
                     self._answered(up)
                 elif event is UPGRADED:
@@ -416,6 +425,18 @@ class _Session:
                 up.failed = up.failed or "closed"
                 up.idle.set()
                 return
+
+    def _response_head(self, up, response):
+        """The head to pass on.  A pooled node's ``Connection: close`` ends that node's connection,
+        not the client's, so it is dropped where the answer's length does not depend on it."""
+        raw = response.raw
+        if not response.keep_alive:
+            if up.route.pooled and not response.until_close and raw.startswith(b"HTTP/1.1 "):
+                raw, dropped = _CONNECTION_CLOSE.subn(b"\r\n", raw, count=1)
+                if dropped:
+                    return raw
+            up.closes_client = True
+        return raw
 
     def _answered(self, up):
         tracker = up.tracker
@@ -429,8 +450,8 @@ class _Session:
         up.first_raw = b""
         if up.upgraded is not None and not tracker.raw:
             up.upgraded.set()     # declined: the bytes held after the request are read as requests
-        if not tracker.keep_alive:
-            # The answer told the client the connection closes after it, so it does.
+        if up.closes_client:
+            # The answer told the client its connection closes after it, so it does.
             _shutdown(self.client)
         if not tracker.pending:
             up.idle.set()
