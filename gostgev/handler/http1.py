@@ -288,9 +288,10 @@ class _Session:
         up.tracker.expect(head.method, upgrade=upgrade)
         if upgrade:
             up.upgraded = gevent.event.Event()
+        kept = False              # the client's Connection: close stays with us, not the node
         if route.pooled and self.tracker.closing and head.version == "HTTP/1.1":
-            raw = _CONNECTION_CLOSE.sub(b"\r\n", raw, count=1)
-        up.asked.append([time.monotonic(), head.method, head.host, head.target, len(raw)])
+            raw, kept = _CONNECTION_CLOSE.subn(b"\r\n", raw, count=1)
+        up.asked.append([time.monotonic(), head.method, head.host, head.target, len(raw), kept])
         if up.tracker.pending > 1:
             up.first_raw = b""    # several requests in flight: none is ever resent
         elif up.reused and up.first_raw is None and _bodiless(head):
@@ -376,7 +377,6 @@ class _Session:
 
     def _pump(self, up):
         """Relay ``up``'s responses to the client, counting them off."""
-        client = self.client
         tracker = up.tracker
         while True:
             try:
@@ -396,28 +396,26 @@ class _Session:
                 return self._upstream_failed(up, str(exc))
             switched = False
             view = None
+            out = []              # what goes to the client, sent in one call per read
             for event in events:
                 kind = type(event)
                 if kind is Data:
                     if view is None:
                         view = memoryview(data)
-                    chunk = view[event.start:event.end]
+                    out.append(view[event.start:event.end])
                 elif kind is Response:
-                    chunk = self._response_head(up, event)
+                    out.append(self._response_head(up, event))
                 elif kind is Interim:
-                    chunk = event.raw
-                else:
-                    chunk = None
-                if chunk is not None:
-                    try:
-                        client.sendall(chunk)
-                    except OSError:
-                        return self._upstream_failed(up, None)
-                    up.answer_bytes += len(chunk)
+                    out.append(event.raw)
                 elif event is END:
+                    if out and not self._to_client(up, out):
+                        return
+                    out = []
                     self._answered(up)
                 elif event is UPGRADED:
                     switched = True
+            if out and not self._to_client(up, out):
+                return
             if switched:
                 up.upgraded.set()
                 return            # the session pipes from here
@@ -426,10 +424,25 @@ class _Session:
                 up.idle.set()
                 return
 
+    def _to_client(self, up, chunks):
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            self.client.sendall(data)
+        except OSError:
+            self._upstream_failed(up, None)
+            return False
+        up.answer_bytes += len(data)
+        return True
+
     def _response_head(self, up, response):
         """The head to pass on.  A pooled node's ``Connection: close`` ends that node's connection,
         not the client's, so it is dropped where the answer's length does not depend on it."""
         raw = response.raw
+        if up.asked and up.asked[0][5]:
+            # The client asked to close and the node was not told: say it for the node.
+            if response.keep_alive:
+                raw = raw[:-2] + b"Connection: close\r\n\r\n" if raw.endswith(b"\r\n\r\n") else raw
+            return raw
         if not response.keep_alive:
             if up.route.pooled and not response.until_close and raw.startswith(b"HTTP/1.1 "):
                 raw, dropped = _CONNECTION_CLOSE.subn(b"\r\n", raw, count=1)
@@ -440,7 +453,7 @@ class _Session:
 
     def _answered(self, up):
         tracker = up.tracker
-        started, method, host, path, size = up.asked.pop(0)
+        started, method, host, path, size, _ = up.asked.pop(0)
         self.bytes_out += up.answer_bytes
         if self.on_request is not None:
             self.on_request({**up.fields, "method": method, "host": host, "path": path, "status": tracker.status,
