@@ -605,6 +605,8 @@ def test_connection_close_from_the_client(front):
         assert client.get(first).body == front.name(first)
         response = client.get(second, "/", headers=["Connection: close"])
         assert (response.status, response.body) == (200, front.name(second))
+        # Whoever ends the connection says so in the answer: clients reuse one that does not.
+        assert closes(response.fields)
         assert client.closed()
 
 
