@@ -41,7 +41,7 @@ import re
 from typing import NamedTuple
 
 from gostgev.addr import host_without_port, normalize_host
-from gostgev.codec.http import MAX_HEADERS, MAX_REQUEST_HEAD_BYTES, RequestHead, parse_request_head
+from gostgev.codec.http import HEADER_PAIRS, MAX_HEADERS, MAX_REQUEST_HEAD_BYTES, RequestHead, parse_request_head
 from gostgev.errors import RemoteProtocolError
 
 __all__ = [
@@ -121,6 +121,10 @@ _END_OF_HEAD = re.compile(rb"\n\r?\n")
 _STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
 _HEADER_LINE = re.compile(r"([-!#$%&'*+.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*")
 _BAD_VALUE_CHAR = re.compile(r"[\x00\r\n]")
+# A CRLF-terminated head with well-formed lines, in one match (the line-by-line
+# parser below handles, and names the faults of, everything else).
+_FAST_RESPONSE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?\r\n"
+                            r"((?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[^\x00\r\n]*\r\n)*)\r\n")
 
 
 def _connection_tokens(headers):
@@ -394,6 +398,15 @@ class ResponseHead(NamedTuple):
 
 def parse_response_head(data):
     """A :class:`ResponseHead`, None for "need more data", or :class:`RemoteProtocolError`."""
+    if not isinstance(data, bytes):
+        data = bytes(data[:MAX_RESPONSE_HEAD_BYTES])
+    end = data.find(b"\r\n\r\n", 0, MAX_RESPONSE_HEAD_BYTES)
+    if end > 0:
+        match = _FAST_RESPONSE.fullmatch(data[:end + 4].decode("latin-1"))
+        if match is not None:
+            headers = tuple(HEADER_PAIRS.findall(match[3]))
+            if len(headers) <= MAX_HEADERS:
+                return ResponseHead(int(match[2]), "HTTP/1." + match[1], headers, end + 4)
     end = _END_OF_HEAD.search(data, 0, MAX_RESPONSE_HEAD_BYTES)
     if end is None:
         if len(data) >= MAX_RESPONSE_HEAD_BYTES:

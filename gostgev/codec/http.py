@@ -18,6 +18,7 @@ buffered bytes, so callers simply call it again after each read.  The body,
 if any, is neither parsed nor consumed: the whole buffer is replayed upstream.
 """
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -67,6 +68,14 @@ _VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1"})
 _PREFACE_TAIL = b"SM\r\n\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n]+")
 
+# The common case in one match: an HTTP/1.x head with CRLF line ends, no
+# leading blank lines and well-formed header lines.  Anything else, valid or
+# not, goes through the line-by-line parser, which says what is wrong.
+_FAST_REQUEST = re.compile(r"(%s) ([^\x00-\x20\x7f]+) (HTTP/1\.[01])\r\n((?:%s:[^\x00\r\n]*\r\n)*)\r\n"
+                           % (_TOKEN, _TOKEN))
+#: header lines of a head that matched: (name, value without surrounding blanks)
+HEADER_PAIRS = re.compile(r"(%s):[ \t]*([^\x00\r\n]*?)[ \t]*\r\n" % _TOKEN)
+
 
 def looks_like_http(data):
     """Cheap first-bytes test: does ``data`` start with a known ``METHOD SP``?
@@ -112,6 +121,18 @@ def parse_request_head(data):
     :data:`MAX_REQUEST_HEAD_BYTES` of input never yields ``None``.  Bytes
     after the head (a body, pipelining) are ignored.
     """
+    if not isinstance(data, bytes):
+        data = bytes(data[:MAX_REQUEST_HEAD_BYTES + len(_PREFACE_TAIL)])
+    end = data.find(b"\r\n\r\n", 0, MAX_REQUEST_HEAD_BYTES)
+    if end > 0:
+        text = data[:end + 4].decode("latin-1")
+        match = _FAST_REQUEST.fullmatch(text)
+        if match is not None and match[2] != "*":
+            method, target, version, block = match.groups()
+            headers = tuple(HEADER_PAIRS.findall(block))
+            if len(headers) <= MAX_HEADERS:
+                return RequestHead(method, target, version, headers, _routing_host(method, target, headers),
+                                   end + 4)
     # Nothing past the limit (and the preface tail) is ever looked at.
     data = bytes(data[:MAX_REQUEST_HEAD_BYTES + len(_PREFACE_TAIL)])
     start = _LEADING_BLANK_LINES.match(data).end()  # RFC 7230 3.5: tolerate stray CRLFs
@@ -196,8 +217,12 @@ def _routing_host(method, target, headers):
     return _checked_host(authority, "request target") if authority else host
 
 
+@functools.lru_cache(maxsize=4096)
 def _checked_host(text, where):
-    """Validate ``host[:port]`` / ``[v6][:port]``; return the folded host or None if empty."""
+    """Validate ``host[:port]`` / ``[v6][:port]``; return the folded host or None if empty.
+
+    Remembered: a site's requests name the same few hosts over and over.
+    """
     def bad():
         return RemoteProtocolError("invalid host in %s: %r" % (where, text[:_QUOTE_CHARS]))
 
