@@ -22,6 +22,7 @@ import time
 
 import gevent
 import gevent.event
+from gevent.socket import socket as GeventSocket
 
 from gostgev.codec.h1 import END, UPGRADED, Data, Interim, Request, RequestTracker, Response, ResponseTracker
 from gostgev.codec.http import simple_response
@@ -301,7 +302,7 @@ class _Session:
     def _send_up(self, view):
         up = self.up
         try:
-            up.sock.sendall(view)
+            send_all(up.sock, view)
             up.sent += len(view)
             return True
         except OSError as exc:
@@ -427,7 +428,7 @@ class _Session:
     def _to_client(self, up, chunks):
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
-            self.client.sendall(data)
+            send_all(self.client, data)
         except OSError:
             self._upstream_failed(up, None)
             return False
@@ -513,6 +514,24 @@ class _Session:
             if self.broken or not self.tracker.idle:
                 up.failed = up.failed or "client gone"
             self._release(up)
+
+
+def send_all(sock, data):
+    """``sock.sendall(data)``, with one plain ``send`` first on a gevent socket.
+
+    gevent's ``sendall`` asks the kernel for the send buffer size on every
+    call (a system call); a request or an answer almost always fits in one
+    ``send``, so only what is left goes through ``sendall``.
+    """
+    if type(sock) is GeventSocket:
+        try:
+            sent = sock._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        data = memoryview(data)[sent:]
+    sock.sendall(data)
 
 
 def _bodiless(head):
