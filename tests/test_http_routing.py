@@ -779,3 +779,16 @@ def test_nginx_with_upstream_keepalive_in_front(make_front, nginx, kind):
              if answer != (200, front.name(host))]
     assert not wrong, "%d of %d answered wrongly, first ones: %r\n%s" % (len(wrong), len(hosts), wrong[:4], proxy.log())
     front.assert_each_site_saw_only_its_host()
+
+
+def test_a_bad_chunk_in_the_middle_of_a_body_cuts_the_connection_without_hanging(front):
+    """Bad framing after part of a request went upstream: that request cannot be answered,
+    so the client is cut at once (waiting for its answer would wait forever)."""
+    host = front.hosts[0]
+    with Client(front.port) as client:
+        client.send(b"POST /upload HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                    % host.encode())
+        assert wait_until(lambda: front.saw_anywhere("/upload"), 5)
+        client.send(b"zz\r\nGET /smuggled HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode())
+        assert client.closed()
+    assert never(lambda: front.saw_anywhere("/smuggled"))

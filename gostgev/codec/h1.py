@@ -167,6 +167,23 @@ def _framing(headers, what, request):
     return False, int(lengths[0])
 
 
+_LEADING_BLANK_LINES = re.compile(rb"(?:\r?\n)*")
+
+
+def _still_partial(seen, buffered, limit, what):
+    """True when ``buffered``, whose first ``seen`` bytes held no whole head, still holds none.
+
+    Only the new bytes (and the two before them) are searched for the blank
+    line that ends a head, so a head sent a byte at a time costs linear work,
+    not quadratic.
+    """
+    if _END_OF_HEAD.search(buffered, max(0, seen - 2)) is not None:
+        return False
+    if len(buffered) >= limit:
+        raise RemoteProtocolError("%s head larger than %d bytes" % (what, limit))
+    return True
+
+
 class _Body:
     """The body reader shared by both directions: counts, never copies."""
 
@@ -210,6 +227,9 @@ class _Body:
                 line = self.line + bytes(data[pos:stop])
                 pos = stop
                 if end < 0:
+                    if state == _CHUNK_CRLF and not b"\r\n".startswith(line):
+                        # Refused at the first byte too many, before it is passed on.
+                        raise RemoteProtocolError("chunk data longer than its size: %r" % line[:40])
                     # (+1 for trailers: the CR of the blank line that ends them, which is not counted)
                     limit = MAX_CHUNK_LINE if state != _TRAILERS else MAX_TRAILER_BYTES - self.trailer_bytes + 1
                     if len(line) > limit:
@@ -257,6 +277,7 @@ class RequestTracker:
     def __init__(self):
         self._body = _Body()
         self._head = b""          # a partial head
+        self._line_checked = False  # its request line was complete, and checked, already
         self._held = b""          # bytes after an upgrade request, until it is answered
         self.closing = False      #: the last request asked to close the connection
         self.upgrading = False    #: waiting for the answer to an upgrade or CONNECT request
@@ -317,15 +338,28 @@ class RequestTracker:
     def _read_head(self, data, pos, size, events):
         """Read a head from ``pos``; the position after it, or -1 when it is not complete."""
         if self._head:
-            buffered = self._head + bytes(data[pos:min(size, pos + _HEAD_WINDOW)])
             offset = len(self._head)
+            buffered = self._head + bytes(data[pos:min(size, pos + _HEAD_WINDOW)])
+            if _still_partial(offset, buffered, MAX_REQUEST_HEAD_BYTES, "request"):
+                if not self._line_checked and buffered.find(b"\n", offset) >= 0:
+                    self._line_checked = True
+                    parse_request_head(buffered)   # a bad request line is refused once it is complete
+                self._head = buffered
+                return -1
         else:
+            # Blank lines before a request (RFC 9112 2.2) belong to no message: dropped here,
+            # so that a client sending nothing else cannot make us buffer them.
+            start = _LEADING_BLANK_LINES.match(data, pos).end()
+            if start == size:
+                return -1
+            pos = start
             buffered = data if pos == 0 and size <= _HEAD_WINDOW else \
                 memoryview(data)[pos:min(size, pos + _HEAD_WINDOW)]
             offset = 0
         head = parse_request_head(buffered)
         if head is None:
             self._head = bytes(buffered)
+            self._line_checked = self._head.find(b"\n") >= 0
             return -1
         if head.version == "HTTP/2.0":
             raise RemoteProtocolError("HTTP/2 preface on an HTTP/1.x connection")
@@ -498,8 +532,13 @@ class ResponseTracker:
         if not self._expected:
             raise RemoteProtocolError("server sent a response nobody asked for: %r" % bytes(data[pos:pos + 40]))
         if self._head:
-            buffered = self._head + bytes(data[pos:min(size, pos + MAX_RESPONSE_HEAD_BYTES)])
             offset = len(self._head)
+            buffered = self._head + bytes(data[pos:min(size, pos + MAX_RESPONSE_HEAD_BYTES)])
+            if _still_partial(offset, buffered, MAX_RESPONSE_HEAD_BYTES, "response"):
+                if len(buffered) >= 12 and not buffered.startswith(b"HTTP/1."):
+                    raise RemoteProtocolError("not an HTTP/1.x response: %r" % buffered[:40])
+                self._head = buffered
+                return -1
         else:
             buffered = data if pos == 0 and size <= MAX_RESPONSE_HEAD_BYTES else \
                 memoryview(data)[pos:min(size, pos + MAX_RESPONSE_HEAD_BYTES)]

@@ -228,10 +228,11 @@ class _Session:
 
     def _client_data(self, data):
         """Route and send what ``data`` holds; False once the session must end."""
+        answerable = self.tracker.idle   # every request so far went out whole
         try:
             events = self.tracker.feed(data)
         except RemoteProtocolError as exc:
-            return self._bad_request(exc)
+            return self._bad_request(exc, answerable)
         if not self._events(data, events):
             return False
         return not self.tracker.finished or self._drain()
@@ -328,11 +329,21 @@ class _Session:
             self.on_request({"method": head.method, "host": head.host, "path": head.target, "status": exc.status})
         return keep
 
-    def _bad_request(self, exc):
-        """Bytes that are not HTTP, or that could be read two ways: 400, once earlier answers are out."""
+    def _bad_request(self, exc, answerable):
+        """Bytes that are not HTTP, or that could be read two ways: 400, once earlier answers are out.
+
+        When they cut short a request already on its way upstream, that
+        request cannot be answered, so the client is cut off instead.
+        """
+        self.log.warning("bad request: %s", exc)
+        if not answerable:
+            if self.up is not None:
+                self._upstream_failed(self.up, None)
+            reset(self.client)
+            self.broken = True
+            return False
         if self.up is not None:
             self.up.idle.wait()
-        self.log.warning("bad request: %s", exc)
         if not self.broken:
             close_gently(self.client, simple_response(400, "gostgev: bad request"))
         return False

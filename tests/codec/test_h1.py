@@ -885,3 +885,33 @@ def test_valid_response_streams_answer_every_request(data, stream):
         assert carried(out) == wire
         assert tracker.pending == 0
         assert tracker.keep_alive == all(e.keep_alive for e in expected if type(e) is Response)
+
+
+def test_chunk_data_past_its_size_is_refused_at_the_first_extra_byte():
+    tracker = RequestTracker()
+    tracker.feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc")
+    with pytest.raises(RemoteProtocolError, match="longer than its size"):
+        tracker.feed(b"X")
+
+
+@pytest.mark.parametrize("which", ["request", "response"])
+def test_a_head_sent_a_byte_at_a_time_is_parsed_once_it_ends(monkeypatch, which):
+    """Only new bytes are searched for the end of a head: a slow sender costs linear work,
+    and the head parser runs when the head can be complete, not for every byte."""
+    import gostgev.codec.h1 as h1
+
+    name = "parse_request_head" if which == "request" else "parse_response_head"
+    calls = []
+    real = getattr(h1, name)
+    monkeypatch.setattr(h1, name, lambda data: calls.append(len(data)) or real(data))
+    if which == "request":
+        tracker, start = RequestTracker(), b"GET / HTTP/1.1\r\nX-Long: "
+    else:
+        tracker, start = ResponseTracker(), b"HTTP/1.1 200 OK\r\nX-Long: "
+        tracker.expect("GET")
+    tracker.feed(start)
+    for _ in range(2000):
+        assert tracker.feed(b"v") == []
+    events = tracker.feed(b"\r\nContent-Length: 0\r\n\r\n")
+    assert type(events[0]).__name__ == ("Request" if which == "request" else "Response")
+    assert len(calls) <= 3, calls
