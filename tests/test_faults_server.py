@@ -574,8 +574,9 @@ def test_bad_stream_header_from_the_server_closes_only_that_stream(start_service
 
         send_stream(conn, 5, bytes.fromhex("05ff00000102030405"))                  # not a relay header
         send_stream(conn, 7, relay.Response(relay.HOST_UNREACHABLE).encode())     # no OK, no address
+        # As a GOST server sends it: one request per stream, saying Connection: close.
         send_stream(conn, 9, relay.Response(relay.OK, addrs=("127.0.0.1:40001", "srv-0.local:80")).encode(),
-                    b"GET / HTTP/1.1\r\nHost: srv-0.local\r\n\r\n")
+                    b"GET / HTTP/1.1\r\nHost: srv-0.local\r\nConnection: close\r\n\r\n")
         streams.pump(lambda: {5, 7, 9} <= streams.fins)
         assert streams.data.get(5, b"") == streams.data.get(7, b"") == b""
         assert streams.body(9) == b"srv-0"
