@@ -623,18 +623,20 @@ def test_connection_close_from_the_backend(front):
             assert client.get(second).body == front.name(second)
 
 
-def test_a_pooled_node_closing_its_connection_does_not_close_the_client_s(start_services, backend):
-    """A node ending its own connection (nginx's keepalive_requests, say) is a hop-by-hop matter:
-    the forwarder drops that Connection: close, and the client's connection goes on."""
+def test_a_pooled_node_closing_its_connection_is_passed_on_and_not_reused(start_services, backend):
+    """A node ending its connection (nginx's keepalive_requests, say): the answer reaches the
+    client as sent, the client's connection closes after it, and the next client gets a fresh one."""
     site = Site(backend, "a")
     port = start_forwarder(start_services, [{"name": "a", "addr": site.addr, "host": "a.local"}])
     with Client(port) as client:
         assert client.get("a.local", "/one").body == b"a"
         bye = client.get("a.local", "/bye")
-        assert (bye.status, bye.body, closes(bye.fields)) == (200, b"a", False)
+        assert (bye.status, bye.body, closes(bye.fields)) == (200, b"a", True)
+        assert client.closed()
+    with Client(port) as client:
         assert client.get("a.local", "/two").body == b"a"
     assert site.targets() == ["/one", "/bye", "/two"]
-    assert site.connections == 2          # the node's close was honoured: a new connection for /two
+    assert site.connections == 2          # the closed connection was not taken from the pool
 
 
 def test_websocket_upgrade_then_raw_bytes_both_ways(front):

@@ -19,6 +19,7 @@ Flow of one connection::
 TLS is routed once per connection, by SNI, and never terminated.
 """
 
+import logging
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -183,9 +184,11 @@ class ForwardHandler(Handler):
             request = _HttpRequest(head)
             if current is not None:
                 node, where = current
-                # The open connection keeps serving while its node fits and is healthy.
-                if node in nodes and (node is None or not node.is_failed(time.monotonic())) \
-                        and _target(node, request, target, self.chain is not None) == where:
+                # The open connection keeps serving while its node fits and is healthy (a node
+                # with an address of its own goes there whatever the request's host).
+                if node in nodes and (node is None or not node.is_failed(time.monotonic())) and (
+                        (node is not None and node.config.addr)
+                        or _target(node, request, target, self.chain is not None) == where):
                     return routes[current]
             if forwarder is not None:
                 nodes = forwarder.selector.order(nodes, address[0])
@@ -200,12 +203,15 @@ class ForwardHandler(Handler):
             log.info("request", fields=fields)
             metrics.http_request(self.config.name, fields.get("status", 0))
 
+        if not log.isEnabledFor(logging.INFO) and metrics.current is None:
+            on_request = None     # nobody would see the per-request fields: do not build them
+
         forwarding = None
         if self.options.forwarded:
             proto = "https" if self.config.listener.type in ("tls", "wss", "mtls", "mwss") else "http"
             forwarding = Forwarding(self.options.forwarded, proto)
         up, down = serve_http(conn, address[0], sniffed.data, route_for, log, on_request, self.options.idle_timeout,
-                              forwarding)
+                              forwarding, plain=self.chain is None)
         log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
                                                "duration": "%.3fs" % (time.monotonic() - started)})
         metrics.transfer(self.config.name, up, down)

@@ -28,6 +28,7 @@ from gostgev.codec.h1 import END, UPGRADED, Data, Interim, Request, RequestTrack
 from gostgev.codec.http import simple_response
 from gostgev.errors import RemoteProtocolError
 from gostgev.netio.close import close_gently
+from gostgev.netio.peek import unwrap_prefix
 from gostgev.netio.pipe import CHUNK, pipe, reset, watch_idle
 
 __all__ = ["Refused", "Route", "serve_http", "UpstreamPool", "Forwarding", "forwarded_style"]
@@ -84,7 +85,8 @@ class _Upstream:
     """An open connection of the session, and the greenlet relaying its responses."""
 
     __slots__ = ("route", "sock", "fields", "reused", "tracker", "idle", "pump", "failed", "upgraded",
-                 "sent", "received", "first_raw", "asked", "answer_bytes", "closes_client")
+                 "sent", "received", "first_raw", "asked", "answer_bytes", "closes_client",
+                 "raw", "reading", "writing", "out")
 
     def __init__(self, route, sock, fields, reused):
         self.route = route
@@ -103,6 +105,8 @@ class _Upstream:
         self.asked = []           # [started, method, host, path, bytes in] per request awaiting its answer
         self.answer_bytes = 0
         self.closes_client = False   # an answer told the client its connection ends
+        self.raw = self.reading = self.writing = None   # the callback session's socket and watchers
+        self.out = []                # bytes for this connection that it could not take yet
 
 
 class Forwarding:
@@ -166,16 +170,23 @@ def _quoted(value):
 _FORWARDED_NODE = re.compile(rb"\r?\ngost-forwarded-node:[^\r\n]*(?=\r?\n)", re.IGNORECASE)
 
 
-def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_timeout=None, forwarding=None):
+def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_timeout=None, forwarding=None,
+               plain=False):
     """Serve ``client`` until it closes; ``data`` holds bytes already read from it.
 
     ``route_for(head, current_key)`` returns a :class:`Route` (the current
     one, when it still fits, keeps the open connection) or raises :class:`Refused`.
     ``on_request(fields)`` is called with each answered request's log fields.
     ``forwarding`` (a :class:`Forwarding`) adds headers to every request.
+    ``plain``: every route opens plain TCP sockets, so that, with a plain
+    client socket too, the bytes can move in event-loop callbacks.
     Returns ``(bytes in, bytes out)``.
     """
-    session = _Session(client, client_ip, route_for, log, on_request)
+    if plain:
+        client, ahead = unwrap_prefix(client)
+        data += ahead
+    kind = _CallbackSession if plain and type(client) is GeventSocket else _Session
+    session = kind(client, client_ip, route_for, log, on_request)
     session.forwarding = forwarding or None
     activity, watchdog = watch_idle(idle_timeout, client, client)
     session.activity = activity
@@ -237,9 +248,19 @@ class _Session:
             return False
         return not self.tracker.finished or self._drain()
 
-    def _events(self, data, events):
+    #: True while this code may block (it runs in the session's greenlet)
+    blocking = True
+
+    def _events(self, data, events, start=0):
+        """Act on ``events`` from ``start``; False once the session must end.
+
+        Outside the greenlet (``blocking`` false), whatever would have to
+        wait stops the walk: it returns :data:`HANDOVER`, with the place to
+        go on from in ``self.pending``.
+        """
         view = None
-        for event in events:
+        for index in range(start, len(events)):
+            event = events[index]
             kind = type(event)
             if kind is Data:
                 if self.skipping:
@@ -250,10 +271,18 @@ class _Session:
                 if not self._send_up(view[event.start:event.end]):
                     return False
             elif kind is Request:
-                self.skipping = False
-                if not self._request(event):
+                try:
+                    done = self._request(event)
+                except _Handover:
+                    self.pending = (data, events, index)
+                    return HANDOVER
+                self.skipping = False if done != "refused" else True
+                if not done:
                     return False
             elif event is END and self.tracker.upgrading:
+                if not self.blocking:
+                    self.pending = (data, events, index)
+                    return HANDOVER
                 if self.skipping:     # refused: nothing will switch; what was held is more requests
                     held, more = self.tracker.upgrade_answered(False)
                     if not self._events(held, more):
@@ -263,6 +292,7 @@ class _Session:
         return True
 
     def _request(self, event):
+        """Send a request on its way: True; False when the session must end; "refused" when answered here."""
         head = event.head
         up = self.up
         raw = event.raw
@@ -273,6 +303,8 @@ class _Session:
         except Refused as exc:
             return self._refuse(head, exc)
         if up is None or up.route.key != route.key or up.failed or not up.tracker.keep_alive:
+            if not self.blocking:
+                raise _Handover
             if up is not None:
                 up.idle.wait()
                 if self.broken:
@@ -284,7 +316,7 @@ class _Session:
             except Refused as exc:
                 return self._refuse(head, exc)
             up = self.up = _Upstream(route, sock, fields, reused)
-            up.pump = gevent.spawn(self._pump, up)
+            self._start_pump(up)
         up.idle.clear()
         upgrade = self.tracker.upgrading
         up.tracker.expect(head.method, upgrade=upgrade)
@@ -314,6 +346,8 @@ class _Session:
 
     def _refuse(self, head, exc):
         """Answer a request that has no route, in its turn, and read past its body."""
+        if not self.blocking:
+            raise _Handover
         if self.up is not None:
             self.up.idle.wait()
             if self.broken:
@@ -324,10 +358,9 @@ class _Session:
             self.client.sendall(simple_response(exc.status, "gostgev: " + exc.message, keep_alive=keep))
         except OSError:
             return False
-        self.skipping = True
         if self.on_request is not None:
             self.on_request({"method": head.method, "host": head.host, "path": head.target, "status": exc.status})
-        return keep
+        return "refused" if keep else False
 
     def _bad_request(self, exc, answerable):
         """Bytes that are not HTTP, or that could be read two ways: 400, once earlier answers are out.
@@ -358,7 +391,7 @@ class _Session:
         held, events = self.tracker.upgrade_answered(accepted)
         if not accepted:
             return self._events(held, events)
-        up.pump.join()            # it stops right after relaying the switch
+        self._before_pipe(up)
         try:
             if held:
                 up.sock.sendall(held)
@@ -387,9 +420,14 @@ class _Session:
 
     # -- the upstream's bytes ------------------------------------------------------------
 
+    def _start_pump(self, up):
+        up.pump = gevent.spawn(self._pump, up)
+
+    def _before_pipe(self, up):
+        up.pump.join()            # it stops right after relaying the switch
+
     def _pump(self, up):
         """Relay ``up``'s responses to the client, counting them off."""
-        tracker = up.tracker
         while True:
             try:
                 data = up.sock.recv(CHUNK)
@@ -399,42 +437,52 @@ class _Session:
                 return self._upstream_failed(up, exc.strerror or str(exc))
             if not data and not up.received and self._resend(up):
                 continue
-            if self.activity is not None:
-                self.activity.last = time.monotonic()
-            up.received += len(data)
-            try:
-                events = tracker.feed(data)
-            except RemoteProtocolError as exc:
-                return self._upstream_failed(up, str(exc))
-            switched = False
-            view = None
-            out = []              # what goes to the client, sent in one call per read
-            for event in events:
-                kind = type(event)
-                if kind is Data:
-                    if view is None:
-                        view = memoryview(data)
-                    out.append(view[event.start:event.end])
-                elif kind is Response:
-                    out.append(self._response_head(up, event))
-                elif kind is Interim:
-                    out.append(event.raw)
-                elif event is END:
-                    if out and not self._to_client(up, out):
-                        return
-                    out = []
-                    self._answered(up)
-                elif event is UPGRADED:
-                    switched = True
-            if out and not self._to_client(up, out):
+            if not self._upstream_data(up, data):
                 return
-            if switched:
-                up.upgraded.set()
-                return            # the session pipes from here
-            if not data:
-                up.failed = up.failed or "closed"
-                up.idle.set()
-                return
+
+    def _upstream_data(self, up, data):
+        """Pass on what ``up`` sent; False once nothing more is read from it."""
+        if self.activity is not None:
+            self.activity.last = time.monotonic()
+        up.received += len(data)
+        try:
+            events = up.tracker.feed(data)
+        except RemoteProtocolError as exc:
+            self._upstream_failed(up, str(exc))
+            return False
+        switched = False
+        view = None
+        out = []              # what goes to the client, sent in one call per read
+        for event in events:
+            kind = type(event)
+            if kind is Data:
+                if view is None:
+                    view = memoryview(data)
+                out.append(view[event.start:event.end])
+            elif kind is Response:
+                out.append(self._response_head(up, event))
+            elif kind is Interim:
+                out.append(event.raw)
+            elif event is END:
+                if out and not self._to_client(up, out):
+                    return False
+                out = []
+                self._answered(up)
+            elif event is UPGRADED:
+                switched = True
+        if out and not self._to_client(up, out):
+            return False
+        if switched:
+            up.upgraded.set()
+            return False          # the session pipes from here
+        if not data:
+            up.failed = up.failed or "closed"
+            self._set_idle(up)
+            return False
+        return True
+
+    def _set_idle(self, up):
+        up.idle.set()
 
     def _to_client(self, up, chunks):
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -447,19 +495,15 @@ class _Session:
         return True
 
     def _response_head(self, up, response):
-        """The head to pass on.  A pooled node's ``Connection: close`` ends that node's connection,
-        not the client's, so it is dropped where the answer's length does not depend on it."""
+        """The head to pass on, as the node sent it: an answer that says the connection
+        closes is followed by the close.  One exception: a client's ``Connection: close``
+        that was kept from a pooled node is said for the node."""
         raw = response.raw
         if up.asked and up.asked[0][5]:
-            # The client asked to close and the node was not told: say it for the node.
-            if response.keep_alive:
-                raw = raw[:-2] + b"Connection: close\r\n\r\n" if raw.endswith(b"\r\n\r\n") else raw
+            if response.keep_alive and raw.endswith(b"\r\n\r\n"):
+                raw = raw[:-2] + b"Connection: close\r\n\r\n"
             return raw
         if not response.keep_alive:
-            if up.route.pooled and not response.until_close and raw.startswith(b"HTTP/1.1 "):
-                raw, dropped = _CONNECTION_CLOSE.subn(b"\r\n", raw, count=1)
-                if dropped:
-                    return raw
             up.closes_client = True
         return raw
 
@@ -479,7 +523,7 @@ class _Session:
             # The answer told the client its connection closes after it, so it does.
             _shutdown(self.client)
         if not tracker.pending:
-            up.idle.set()
+            self._set_idle(up)
 
     def _resend(self, up):
         """A reused connection died before its first answer: send that request on a fresh one."""
@@ -525,6 +569,284 @@ class _Session:
             if self.broken or not self.tracker.idle:
                 up.failed = up.failed or "client gone"
             self._release(up)
+
+
+class _Handover(Exception):
+    """Raised where the callbacks would have to wait: the session's greenlet takes over."""
+
+
+#: what ``_events`` returns when the greenlet must go on from ``pending``
+HANDOVER = "handover"
+
+
+class _CallbackSession(_Session):
+    """Plain sockets at both ends: bytes move in event-loop callbacks.
+
+    The session's greenlet sleeps while requests keep their route; it wakes
+    for what has to wait (opening a connection, a route change or a refusal
+    that waits for earlier answers, an upgrade, the end) and goes back to
+    sleep once that is done.  No greenlet runs per request, which is what a
+    keep-alive connection costs otherwise.
+    """
+
+    def run(self, data):
+        loop = gevent.get_hub().loop
+        self.raw = self.client._sock
+        self.reading = loop.io(self.raw.fileno(), 1)
+        self.writing = loop.io(self.raw.fileno(), 2)
+        self.out = []             # answer bytes the client could not take yet
+        self.idle_after_flush = None
+        self.wake = gevent.event.Event()
+        self.job = None
+        self.pending = None
+        try:
+            self.bytes_in += len(data)
+            if self._client_data(data) and not self.broken:
+                self._sleep_between_jobs()
+        finally:
+            self.blocking = True
+            self.reading.close()
+            self.writing.close()
+            self._finish()
+        return self.bytes_in, self.bytes_out
+
+    def _sleep_between_jobs(self):
+        while True:
+            self.blocking = False
+            self._resume_client()
+            self.wake.wait()
+            self.wake.clear()
+            self.reading.stop()
+            self.blocking = True
+            job, self.job = self.job, None
+            if job is None or self.broken:
+                return
+            kind = job[0]
+            if kind == "events":
+                data, events, index = job[1]
+                if self._events(data, events, index) is False or self.broken:
+                    return
+                if self.tracker.finished:
+                    self._drain()
+                    return
+            elif kind == "eof":
+                self._client_eof()
+                return
+            elif kind == "bad":
+                self._bad_request(job[1], job[2])
+                return
+            else:                 # "drain", "end"
+                if kind == "drain":
+                    self._drain()
+                return
+
+    def _hand_over(self, *job):
+        self.job = job
+        self.reading.stop()
+        self.wake.set()
+
+    def _resume_client(self):
+        if not self.blocking and not self.broken and (self.up is None or not self.up.out):
+            self.reading.start(self._on_client_readable)
+
+    def _on_client_readable(self):
+        try:
+            data = self.raw.recv(CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            return self._hand_over("eof")
+        if self.activity is not None:
+            self.activity.last = time.monotonic()
+        self.bytes_in += len(data)
+        answerable = self.tracker.idle
+        try:
+            events = self.tracker.feed(data)
+        except RemoteProtocolError as exc:
+            return self._hand_over("bad", exc, answerable)
+        try:
+            result = self._events(data, events)
+        except Exception:
+            # This runs in the event loop: a bug must end this connection, not the loop.
+            self.log.exception("HTTP session failed")
+            self.broken = True
+            return self._hand_over("end")
+        if result is HANDOVER:
+            return self._hand_over("events", self.pending)
+        if result is False or self.broken:
+            return self._hand_over("end")
+        if self.tracker.finished:
+            return self._hand_over("drain")
+
+    # -- to the upstream ----------------------------------------------------------------
+
+    def _start_pump(self, up):
+        loop = gevent.get_hub().loop
+        up.raw = up.sock._sock
+        up.reading = loop.io(up.raw.fileno(), 1)
+        up.writing = loop.io(up.raw.fileno(), 2)
+        up.reading.start(self._on_upstream_readable, up)
+
+    def _stop_pump(self, up):
+        if up.reading is not None:
+            up.reading.close()
+            up.writing.close()
+            up.reading = up.writing = None
+
+    def _send_up(self, view):
+        up = self.up
+        up.sent += len(view)
+        if up.out:
+            up.out.append(bytes(view))
+            return True
+        try:
+            sent = up.raw.send(view)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            if up.first_raw and not up.received:
+                return True       # found dead on reading, and resent on a fresh connection
+            self._upstream_failed(up, "send failed: %s" % (exc.strerror or exc))
+            return False
+        if sent < len(view):
+            up.out.append(bytes(view[sent:]))
+            self.reading.stop()   # the client waits until the node takes what it has
+            up.writing.start(self._on_upstream_writable, up)
+        return True
+
+    def _on_upstream_writable(self, up):
+        while up.out:
+            chunk = up.out[0]
+            try:
+                sent = up.raw.send(chunk)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                up.out.clear()
+                up.writing.stop()
+                return self._upstream_failed(up, "send failed: %s" % (exc.strerror or exc))
+            if sent < len(chunk):
+                up.out[0] = chunk[sent:]
+                return
+            up.out.pop(0)
+        up.writing.stop()
+        if up is self.up:
+            self._resume_client()
+
+    def _on_upstream_readable(self, up):
+        try:
+            data = up.raw.recv(CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if self._resend_later(up):
+                return
+            up.reading.stop()
+            return self._upstream_failed(up, exc.strerror or str(exc))
+        if not data and not up.received and self._resend_later(up):
+            return
+        try:
+            more = self._upstream_data(up, data)
+        except Exception:
+            self.log.exception("HTTP session failed")
+            more = False
+            self._upstream_failed(up, "internal error")
+        if not more and up.reading is not None:
+            up.reading.stop()
+
+    def _resend_later(self, up):
+        """A reused connection found dead before its first answer: resend from a greenlet of its own."""
+        if not up.first_raw or up.received or up.route.retry is None:
+            return False
+        self._stop_pump(up)
+
+        def resend():
+            if self._resend(up):
+                self._start_pump(up)
+            else:
+                self._upstream_failed(up, "resend failed")
+
+        gevent.spawn(resend)
+        return True
+
+    # -- to the client ------------------------------------------------------------------
+
+    def _to_client(self, up, chunks):
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        up.answer_bytes += len(data)
+        if self.out:
+            self.out.append(bytes(data))
+            return True
+        try:
+            sent = self.raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._upstream_failed(up, None)
+            return False
+        if sent < len(data):
+            self.out.append(bytes(memoryview(data)[sent:]))
+            if up.reading is not None:
+                up.reading.stop()   # the node waits until the client takes what it has
+            self.writing.start(self._on_client_writable)
+        return True
+
+    def _on_client_writable(self):
+        while self.out:
+            chunk = self.out[0]
+            try:
+                sent = self.raw.send(chunk)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.out.clear()
+                self.writing.stop()
+                if self.up is not None:
+                    self._upstream_failed(self.up, None)
+                return
+            if sent < len(chunk):
+                self.out[0] = chunk[sent:]
+                return
+            self.out.pop(0)
+        self.writing.stop()
+        up = self.up
+        if up is not None and up.reading is not None and not up.failed and not up.tracker.raw:
+            up.reading.start(self._on_upstream_readable, up)
+        waiting, self.idle_after_flush = self.idle_after_flush, None
+        if waiting is not None:
+            waiting.idle.set()
+
+    def _set_idle(self, up):
+        if self.out:
+            self.idle_after_flush = up      # "answered" means: and passed on to the client
+        else:
+            up.idle.set()
+
+    # -- ends ---------------------------------------------------------------------------
+
+    def _before_pipe(self, up):
+        self._stop_pump(up)
+        self.writing.stop()
+        if self.out:
+            self.client.sendall(b"".join(self.out))
+            self.out.clear()
+
+    def _upstream_failed(self, up, why):
+        super()._upstream_failed(up, why)
+        self._stop_pump(up)
+        if self.broken and not self.blocking:
+            self._hand_over("end")
+
+    def _release(self, up):
+        self._stop_pump(up)
+        reusable = (not up.failed and up.tracker.keep_alive and not up.tracker.pending and not up.tracker.raw
+                    and not up.out)
+        if up.route.release is not None:
+            up.route.release(up.sock, reusable, up.sent, up.received)
+        else:
+            up.sock.close()
 
 
 def send_all(sock, data):

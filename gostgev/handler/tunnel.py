@@ -19,6 +19,7 @@ rules are reachable by visitors only.  GOST's entrypoint relay branch skips
 every check; here it gets the visitor checks and the handler's auth.
 """
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -415,6 +416,9 @@ class TunnelHandler(Handler):
         def on_request(fields):
             log.info("request", fields=fields)
             metrics.http_request(name, fields.get("status", 0))
+
+        if not log.isEnabledFor(logging.INFO) and metrics.current is None:
+            on_request = None     # nobody would see the per-request fields: do not build them
 
         up, down = serve_http(conn, host_without_port(client), data, route_for, log, on_request,
                               forwarding=self.options.forwarding)
