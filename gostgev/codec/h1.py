@@ -205,6 +205,13 @@ class _Body:
             return False
         return True
 
+    def read(self, data, pos, size, events):
+        """:meth:`consume`, reporting the bytes it took as one ``Data`` event."""
+        new, finished = self.consume(data, pos, size)
+        if new > pos:
+            events.append(Data(pos, new))
+        return new, finished
+
     def consume(self, data, pos, size):
         """Read body bytes from ``pos``; ``(new pos, finished)``."""
         while pos < size:
@@ -326,10 +333,7 @@ class RequestTracker:
             elif state == _DONE:
                 break
             else:
-                start = pos
-                pos, finished = body.consume(data, pos, size)
-                if pos > start:
-                    events.append(Data(start, pos))
+                pos, finished = body.read(data, pos, size, events)
                 if finished:
                     events.append(END)
                     self._after_message()
@@ -515,10 +519,7 @@ class ResponseTracker:
             elif body.state == _DONE:
                 raise RemoteProtocolError("server sent bytes after its last response")
             else:
-                start = pos
-                pos, finished = body.consume(data, pos, size)
-                if pos > start:
-                    events.append(Data(start, pos))
+                pos, finished = body.read(data, pos, size, events)
                 if finished:
                     self._finished(events)
                     if body.state == _DONE and pos < size:

@@ -698,39 +698,26 @@ class _CallbackSession(_Session):
     def _send_up(self, view):
         up = self.up
         up.sent += len(view)
-        if up.out:
-            up.out.append(bytes(view))
-            return True
         try:
-            sent = up.raw.send(view)
-        except BlockingIOError:
-            sent = 0
+            waiting = _send_queued(up.raw, up.out, view)
         except OSError as exc:
             if up.first_raw and not up.received:
                 return True       # found dead on reading, and resent on a fresh connection
             self._upstream_failed(up, "send failed: %s" % (exc.strerror or exc))
             return False
-        if sent < len(view):
-            up.out.append(bytes(view[sent:]))
+        if waiting and up.writing is not None and not up.writing.active:
             self.reading.stop()   # the client waits until the node takes what it has
             up.writing.start(self._on_upstream_writable, up)
         return True
 
     def _on_upstream_writable(self, up):
-        while up.out:
-            chunk = up.out[0]
-            try:
-                sent = up.raw.send(chunk)
-            except BlockingIOError:
+        try:
+            if not _flush(up.raw, up.out):
                 return
-            except OSError as exc:
-                up.out.clear()
-                up.writing.stop()
-                return self._upstream_failed(up, "send failed: %s" % (exc.strerror or exc))
-            if sent < len(chunk):
-                up.out[0] = chunk[sent:]
-                return
-            up.out.pop(0)
+        except OSError as exc:
+            up.out.clear()
+            up.writing.stop()
+            return self._upstream_failed(up, "send failed: %s" % (exc.strerror or exc))
         up.writing.stop()
         if up is self.up:
             self._resume_client()
@@ -776,40 +763,27 @@ class _CallbackSession(_Session):
     def _to_client(self, up, chunks):
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         up.answer_bytes += len(data)
-        if self.out:
-            self.out.append(bytes(data))
-            return True
         try:
-            sent = self.raw.send(data)
-        except BlockingIOError:
-            sent = 0
+            waiting = _send_queued(self.raw, self.out, data)
         except OSError:
             self._upstream_failed(up, None)
             return False
-        if sent < len(data):
-            self.out.append(bytes(memoryview(data)[sent:]))
+        if waiting and not self.writing.active:
             if up.reading is not None:
                 up.reading.stop()   # the node waits until the client takes what it has
             self.writing.start(self._on_client_writable)
         return True
 
     def _on_client_writable(self):
-        while self.out:
-            chunk = self.out[0]
-            try:
-                sent = self.raw.send(chunk)
-            except BlockingIOError:
+        try:
+            if not _flush(self.raw, self.out):
                 return
-            except OSError:
-                self.out.clear()
-                self.writing.stop()
-                if self.up is not None:
-                    self._upstream_failed(self.up, None)
-                return
-            if sent < len(chunk):
-                self.out[0] = chunk[sent:]
-                return
-            self.out.pop(0)
+        except OSError:
+            self.out.clear()
+            self.writing.stop()
+            if self.up is not None:
+                self._upstream_failed(self.up, None)
+            return
         self.writing.stop()
         up = self.up
         if up is not None and up.reading is not None and not up.failed and not up.tracker.raw:
@@ -847,6 +821,39 @@ class _CallbackSession(_Session):
             up.route.release(up.sock, reusable, up.sent, up.received)
         else:
             up.sock.close()
+
+
+def _send_queued(raw, out, data):
+    """Send ``data`` on the non-blocking socket ``raw``, behind what ``out`` holds.
+
+    What the socket cannot take now is kept in ``out``; True when ``out``
+    holds anything after.  ``OSError`` passes.
+    """
+    if not out:
+        try:
+            sent = raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return False
+        data = memoryview(data)[sent:]
+    out.append(bytes(data))
+    return True
+
+
+def _flush(raw, out):
+    """Send what ``out`` holds on ``raw``; True once all of it went.  ``OSError`` passes."""
+    while out:
+        chunk = out[0]
+        try:
+            sent = raw.send(chunk)
+        except BlockingIOError:
+            return False
+        if sent < len(chunk):
+            out[0] = chunk[sent:]
+            return False
+        out.pop(0)
+    return True
 
 
 def send_all(sock, data):
