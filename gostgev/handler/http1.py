@@ -28,6 +28,7 @@ from gostgev.codec.h1 import END, UPGRADED, Data, Interim, Request, RequestTrack
 from gostgev.codec.http import simple_response
 from gostgev.errors import RemoteProtocolError
 from gostgev.netio.close import close_gently
+from gostgev.netio.mux import MuxStream
 from gostgev.netio.peek import unwrap_prefix
 from gostgev.netio.pipe import CHUNK, pipe, reset, watch_idle
 
@@ -86,7 +87,7 @@ class _Upstream:
 
     __slots__ = ("route", "sock", "fields", "reused", "tracker", "idle", "pump", "failed", "upgraded",
                  "sent", "received", "first_raw", "asked", "answer_bytes", "closes_client",
-                 "raw", "reading", "writing", "out")
+                 "raw", "reading", "writing", "out", "writer", "scheduled", "paused")
 
     def __init__(self, route, sock, fields, reused):
         self.route = route
@@ -107,6 +108,8 @@ class _Upstream:
         self.closes_client = False   # an answer told the client its connection ends
         self.raw = self.reading = self.writing = None   # the callback session's socket and watchers
         self.out = []                # bytes for this connection that it could not take yet
+        self.writer = None           # a mux stream's: the greenlet writing ``out``
+        self.scheduled = self.paused = False
 
 
 class Forwarding:
@@ -178,8 +181,8 @@ def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_ti
     one, when it still fits, keeps the open connection) or raises :class:`Refused`.
     ``on_request(fields)`` is called with each answered request's log fields.
     ``forwarding`` (a :class:`Forwarding`) adds headers to every request.
-    ``plain``: every route opens plain TCP sockets, so that, with a plain
-    client socket too, the bytes can move in event-loop callbacks.
+    ``plain``: every route opens plain TCP sockets or mux streams, so that,
+    with a plain client socket too, the bytes can move in event-loop callbacks.
     Returns ``(bytes in, bytes out)``.
     """
     if plain:
@@ -580,7 +583,12 @@ HANDOVER = "handover"
 
 
 class _CallbackSession(_Session):
-    """Plain sockets at both ends: bytes move in event-loop callbacks.
+    """A plain client socket: bytes move in event-loop callbacks.
+
+    Routes open plain sockets (driven by watchers like the client's) or mux
+    streams (read from the stream's arrival callback; written by a greenlet
+    started for each burst, since a stream write may wait for the peer's
+    window).
 
     The session's greenlet sleeps while requests keep their route; it wakes
     for what has to wait (opening a connection, a route change or a refusal
@@ -683,6 +691,10 @@ class _CallbackSession(_Session):
     # -- to the upstream ----------------------------------------------------------------
 
     def _start_pump(self, up):
+        if type(up.sock) is MuxStream:
+            up.sock.on_readable = lambda: self._schedule_stream(up)
+            self._schedule_stream(up)
+            return
         loop = gevent.get_hub().loop
         up.raw = up.sock._sock
         up.reading = loop.io(up.raw.fileno(), 1)
@@ -694,10 +706,74 @@ class _CallbackSession(_Session):
             up.reading.close()
             up.writing.close()
             up.reading = up.writing = None
+        elif type(up.sock) is MuxStream:
+            up.sock.on_readable = None
+            up.paused = True
+
+    def _pause_upstream(self, up):
+        if up.reading is not None:
+            up.reading.stop()
+        up.paused = True
+
+    def _resume_upstream(self, up):
+        up.paused = False
+        if up.reading is not None:
+            up.reading.start(self._on_upstream_readable, up)
+        elif type(up.sock) is MuxStream and up.sock.on_readable is not None:
+            self._schedule_stream(up)
+
+    # -- a mux stream route ---------------------------------------------------------------
+
+    def _schedule_stream(self, up):
+        """Read once the mux reader has dispatched the frames of its last read."""
+        if not up.scheduled:
+            up.scheduled = True
+            gevent.get_hub().loop.run_callback(self._on_stream_readable, up)
+
+    def _on_stream_readable(self, up):
+        up.scheduled = False
+        stream = up.sock
+        while not up.paused and stream.on_readable is not None:
+            try:
+                data = stream.recv_nowait(CHUNK)
+            except OSError as exc:
+                stream.on_readable = None
+                return self._upstream_failed(up, exc.strerror or str(exc))
+            if data is None:
+                return
+            try:
+                more = self._upstream_data(up, data)
+            except Exception:
+                self.log.exception("HTTP session failed")
+                more = False
+                self._upstream_failed(up, "internal error")
+            if not more:
+                stream.on_readable = None
+                return
+
+    def _write_stream(self, up):
+        """Send what the session queued for a stream, in order; may wait for the peer's window."""
+        try:
+            while up.out:
+                up.sock.sendall(up.out[0])
+                up.out.pop(0)
+        except OSError as exc:
+            up.out.clear()
+            self._upstream_failed(up, "send failed: %s" % (exc.strerror or exc))
+        finally:
+            up.writer = None
+        if up is self.up:
+            self._resume_client()
 
     def _send_up(self, view):
         up = self.up
         up.sent += len(view)
+        if type(up.sock) is MuxStream:
+            up.out.append(bytes(view))
+            if up.writer is None:
+                self.reading.stop()   # the client waits until the stream took it
+                up.writer = gevent.spawn(self._write_stream, up)
+            return True
         try:
             waiting = _send_queued(up.raw, up.out, view)
         except OSError as exc:
@@ -769,8 +845,7 @@ class _CallbackSession(_Session):
             self._upstream_failed(up, None)
             return False
         if waiting and not self.writing.active:
-            if up.reading is not None:
-                up.reading.stop()   # the node waits until the client takes what it has
+            self._pause_upstream(up)   # the node waits until the client takes what it has
             self.writing.start(self._on_client_writable)
         return True
 
@@ -786,8 +861,8 @@ class _CallbackSession(_Session):
             return
         self.writing.stop()
         up = self.up
-        if up is not None and up.reading is not None and not up.failed and not up.tracker.raw:
-            up.reading.start(self._on_upstream_readable, up)
+        if up is not None and up.paused and not up.failed and not up.tracker.raw:
+            self._resume_upstream(up)
         waiting, self.idle_after_flush = self.idle_after_flush, None
         if waiting is not None:
             waiting.idle.set()
@@ -802,6 +877,8 @@ class _CallbackSession(_Session):
 
     def _before_pipe(self, up):
         self._stop_pump(up)
+        if up.writer is not None:
+            up.writer.join()      # what the client sent before the switch goes first
         self.writing.stop()
         if self.out:
             self.client.sendall(b"".join(self.out))
@@ -815,6 +892,8 @@ class _CallbackSession(_Session):
 
     def _release(self, up):
         self._stop_pump(up)
+        if up.writer is not None:
+            up.writer.kill(block=True)
         reusable = (not up.failed and up.tracker.keep_alive and not up.tracker.pending and not up.tracker.raw
                     and not up.out)
         if up.route.release is not None:
