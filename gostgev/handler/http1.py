@@ -188,7 +188,7 @@ def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_ti
     if plain:
         client, ahead = unwrap_prefix(client)
         data += ahead
-    kind = _CallbackSession if plain and type(client) is GeventSocket else _Session
+    kind = _CallbackSession if plain and type(client) in (GeventSocket, MuxStream) else _Session
     session = kind(client, client_ip, route_for, log, on_request)
     session.forwarding = forwarding or None
     activity, watchdog = watch_idle(idle_timeout, client, client)
@@ -487,6 +487,9 @@ class _Session:
     def _set_idle(self, up):
         up.idle.set()
 
+    def _close_client(self):
+        _shutdown(self.client)
+
     def _to_client(self, up, chunks):
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
@@ -524,7 +527,7 @@ class _Session:
             up.upgraded.set()     # declined: the bytes held after the request are read as requests
         if up.closes_client:
             # The answer told the client its connection closes after it, so it does.
-            _shutdown(self.client)
+            self._close_client()
         if not tracker.pending:
             self._set_idle(up)
 
@@ -599,11 +602,19 @@ class _CallbackSession(_Session):
 
     def run(self, data):
         loop = gevent.get_hub().loop
-        self.raw = self.client._sock
-        self.reading = loop.io(self.raw.fileno(), 1)
-        self.writing = loop.io(self.raw.fileno(), 2)
+        self.stream = type(self.client) is MuxStream   # the tunnel client's side: a stream from the server
+        if self.stream:
+            self.raw = None
+            self.reading = self.writing = _NoWatcher()
+            self.writer = None
+            self.scheduled = False
+        else:
+            self.raw = self.client._sock
+            self.reading = loop.io(self.raw.fileno(), 1)
+            self.writing = loop.io(self.raw.fileno(), 2)
         self.out = []             # answer bytes the client could not take yet
         self.idle_after_flush = None
+        self.close_after_flush = False
         self.wake = gevent.event.Event()
         self.job = None
         self.pending = None
@@ -613,8 +624,11 @@ class _CallbackSession(_Session):
                 self._sleep_between_jobs()
         finally:
             self.blocking = True
+            self._pause_client()
             self.reading.close()
             self.writing.close()
+            if self.stream and self.writer is not None:
+                self.writer.kill(block=True)
             self._finish()
         return self.bytes_in, self.bytes_out
 
@@ -624,7 +638,7 @@ class _CallbackSession(_Session):
             self._resume_client()
             self.wake.wait()
             self.wake.clear()
-            self.reading.stop()
+            self._pause_client()
             self.blocking = True
             job, self.job = self.job, None
             if job is None or self.broken:
@@ -650,20 +664,42 @@ class _CallbackSession(_Session):
 
     def _hand_over(self, *job):
         self.job = job
-        self.reading.stop()
+        self._pause_client()
         self.wake.set()
+
+    def _pause_client(self):
+        if self.stream:
+            self.client.on_readable = None
+        else:
+            self.reading.stop()
 
     def _resume_client(self):
         if not self.blocking and not self.broken and (self.up is None or not self.up.out):
-            self.reading.start(self._on_client_readable)
+            if self.stream:
+                self.client.on_readable = self._schedule_client
+                self._schedule_client()      # bytes may be waiting already
+            else:
+                self.reading.start(self._on_client_readable)
+
+    def _schedule_client(self):
+        if not self.scheduled:
+            self.scheduled = True
+            gevent.get_hub().loop.run_callback(self._on_client_scheduled)
+
+    def _on_client_scheduled(self):
+        self.scheduled = False
+        if self.client.on_readable is not None:
+            self._on_client_readable()
 
     def _on_client_readable(self):
         try:
-            data = self.raw.recv(CHUNK)
+            data = self.client.recv_nowait(CHUNK) if self.stream else self.raw.recv(CHUNK)
         except BlockingIOError:
             return
         except OSError:
             data = b""
+        if data is None:
+            return                # a stream with nothing more for now
         if not data:
             return self._hand_over("eof")
         if self.activity is not None:
@@ -771,7 +807,7 @@ class _CallbackSession(_Session):
         if type(up.sock) is MuxStream:
             up.out.append(bytes(view))
             if up.writer is None:
-                self.reading.stop()   # the client waits until the stream took it
+                self._pause_client()   # the client waits until the stream took it
                 up.writer = gevent.spawn(self._write_stream, up)
             return True
         try:
@@ -782,7 +818,7 @@ class _CallbackSession(_Session):
             self._upstream_failed(up, "send failed: %s" % (exc.strerror or exc))
             return False
         if waiting and up.writing is not None and not up.writing.active:
-            self.reading.stop()   # the client waits until the node takes what it has
+            self._pause_client()   # the client waits until the node takes what it has
             up.writing.start(self._on_upstream_writable, up)
         return True
 
@@ -839,6 +875,12 @@ class _CallbackSession(_Session):
     def _to_client(self, up, chunks):
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         up.answer_bytes += len(data)
+        if self.stream:
+            self.out.append(bytes(data))
+            if self.writer is None:
+                self._pause_upstream(up)   # the node waits until the stream took it
+                self.writer = gevent.spawn(self._write_client_stream)
+            return True
         try:
             waiting = _send_queued(self.raw, self.out, data)
         except OSError:
@@ -848,6 +890,21 @@ class _CallbackSession(_Session):
             self._pause_upstream(up)   # the node waits until the client takes what it has
             self.writing.start(self._on_client_writable)
         return True
+
+    def _write_client_stream(self):
+        """Send the answers queued for a stream client, in order; may wait for the peer's window."""
+        try:
+            while self.out:
+                self.client.sendall(self.out[0])
+                self.out.pop(0)
+        except OSError:
+            self.out.clear()
+            if self.up is not None:
+                self._upstream_failed(self.up, None)
+            return
+        finally:
+            self.writer = None
+        self._client_drained()
 
     def _on_client_writable(self):
         try:
@@ -860,6 +917,11 @@ class _CallbackSession(_Session):
                 self._upstream_failed(self.up, None)
             return
         self.writing.stop()
+        self._client_drained()
+
+    def _client_drained(self):
+        if self.close_after_flush:
+            _shutdown(self.client)
         up = self.up
         if up is not None and up.paused and not up.failed and not up.tracker.raw:
             self._resume_upstream(up)
@@ -873,12 +935,20 @@ class _CallbackSession(_Session):
         else:
             up.idle.set()
 
+    def _close_client(self):
+        if self.out:
+            self.close_after_flush = True   # not before the answer is out
+        else:
+            _shutdown(self.client)
+
     # -- ends ---------------------------------------------------------------------------
 
     def _before_pipe(self, up):
         self._stop_pump(up)
         if up.writer is not None:
             up.writer.join()      # what the client sent before the switch goes first
+        if self.stream and self.writer is not None:
+            self.writer.join()
         self.writing.stop()
         if self.out:
             self.client.sendall(b"".join(self.out))
@@ -900,6 +970,17 @@ class _CallbackSession(_Session):
             up.route.release(up.sock, reusable, up.sent, up.received)
         else:
             up.sock.close()
+
+
+class _NoWatcher:
+    """Stands in for the socket watchers of a client that is a mux stream."""
+
+    active = False
+
+    def start(self, *args):
+        pass
+
+    stop = close = start
 
 
 def _send_queued(raw, out, data):
