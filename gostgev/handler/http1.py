@@ -9,11 +9,18 @@ plain HTTP this way.  Bytes pass through unchanged; the trackers of
                                                               │  has answered everything, then open (or
                                                               │  take from the pool) the new one
                                                               └─ refused: wait likewise, answer 502/503
-    upstream ──recv──▶ ResponseTracker ──▶ client  (one greenlet per upstream; END counts a response)
+    upstream ──recv──▶ ResponseTracker ──▶ client  (END counts a response off)
 
 Responses therefore reach the client in request order, and pipelined
 requests to one route keep flowing without waiting.  A 101 (or a 2xx to
 CONNECT) turns the connection into a plain pipe.
+
+Two engines run this: :class:`_CallbackSession`, where the client is a
+plain socket or a mux stream and every route opens plain sockets or mux
+streams (the forwarder without a chain, the tunnel client, the
+entrypoints): bytes move in event-loop callbacks, and the greenlet wakes
+only for what has to wait.  :class:`_Session` serves the rest (a TLS or
+WebSocket client, a chain) with a greenlet per upstream.
 """
 
 import re
