@@ -794,3 +794,16 @@ def test_a_bad_chunk_in_the_middle_of_a_body_cuts_the_connection_without_hanging
         client.send(b"zz\r\nGET /smuggled HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode())
         assert client.closed()
     assert never(lambda: front.saw_anywhere("/smuggled"))
+
+
+@pytest.mark.parametrize("kind", FRONTS)
+def test_bodies_larger_than_a_read_both_ways(make_front, kind):
+    """Several reads' worth (the proxy reads 128 KiB at a time) each way, on every front,
+    then the connection goes on: nothing is left waiting in a buffer."""
+    front = make_front(kind)
+    first, second = front.hosts
+    payload = bytes(range(251)) * 4200           # about 1 MiB, not a multiple of any read size
+    with Client(front.port) as client:
+        response = client.get(first, "/upload", "POST", body=payload)
+        assert (response.status, response.body) == (200, front.name(first) + b":" + payload)
+        assert client.get(second).body == front.name(second)

@@ -694,11 +694,13 @@ class _CallbackSession(_Session):
             gevent.get_hub().loop.run_callback(self._on_client_scheduled)
 
     def _on_client_scheduled(self):
+        # A stream says once that data came, however much: read while it has some.
         self.scheduled = False
-        if self.client.on_readable is not None:
-            self._on_client_readable()
+        while self.client.on_readable is not None and self._on_client_readable():
+            pass
 
     def _on_client_readable(self):
+        """Take what the client sent; True when something was taken and the callbacks go on."""
         try:
             data = self.client.recv_nowait(CHUNK) if self.stream else self.raw.recv(CHUNK)
         except BlockingIOError:
@@ -730,6 +732,7 @@ class _CallbackSession(_Session):
             return self._hand_over("end")
         if self.tracker.finished:
             return self._hand_over("drain")
+        return True
 
     # -- to the upstream ----------------------------------------------------------------
 
