@@ -170,6 +170,13 @@ def _framing(headers, what, request):
 _LEADING_BLANK_LINES = re.compile(rb"(?:\r?\n)*")
 
 
+def _window(data, pos, size, limit):
+    """At most ``limit`` bytes of ``data`` from ``pos``, without copying them."""
+    if pos == 0 and size <= limit:
+        return data
+    return memoryview(data)[pos:min(size, pos + limit)]
+
+
 def _still_partial(seen, buffered, limit, what):
     """True when ``buffered``, whose first ``seen`` bytes held no whole head, still holds none.
 
@@ -357,8 +364,7 @@ class RequestTracker:
             if start == size:
                 return -1
             pos = start
-            buffered = data if pos == 0 and size <= _HEAD_WINDOW else \
-                memoryview(data)[pos:min(size, pos + _HEAD_WINDOW)]
+            buffered = _window(data, pos, size, _HEAD_WINDOW)
             offset = 0
         head = parse_request_head(buffered)
         if head is None:
@@ -541,8 +547,7 @@ class ResponseTracker:
                 self._head = buffered
                 return -1
         else:
-            buffered = data if pos == 0 and size <= MAX_RESPONSE_HEAD_BYTES else \
-                memoryview(data)[pos:min(size, pos + MAX_RESPONSE_HEAD_BYTES)]
+            buffered = _window(data, pos, size, MAX_RESPONSE_HEAD_BYTES)
             offset = 0
         head = parse_response_head(buffered)
         if head is None:

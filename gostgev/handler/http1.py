@@ -787,13 +787,7 @@ class _CallbackSession(_Session):
                 return self._upstream_failed(up, exc.strerror or str(exc))
             if data is None:
                 return
-            try:
-                more = self._upstream_data(up, data)
-            except Exception:
-                self.log.exception("HTTP session failed")
-                more = False
-                self._upstream_failed(up, "internal error")
-            if not more:
+            if not self._pass_on(up, data):
                 stream.on_readable = None
                 return
 
@@ -856,14 +850,17 @@ class _CallbackSession(_Session):
             return self._upstream_failed(up, exc.strerror or str(exc))
         if not data and not up.received and self._resend_later(up):
             return
+        if not self._pass_on(up, data) and up.reading is not None:
+            up.reading.stop()
+
+    def _pass_on(self, up, data):
+        """:meth:`_upstream_data` from a callback: a bug ends this connection, not the event loop."""
         try:
-            more = self._upstream_data(up, data)
+            return self._upstream_data(up, data)
         except Exception:
             self.log.exception("HTTP session failed")
-            more = False
             self._upstream_failed(up, "internal error")
-        if not more and up.reading is not None:
-            up.reading.stop()
+            return False
 
     def _resend_later(self, up):
         """A reused connection found dead before its first answer: resend from a greenlet of its own."""
