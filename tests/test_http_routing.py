@@ -807,3 +807,34 @@ def test_bodies_larger_than_a_read_both_ways(make_front, kind):
         response = client.get(first, "/upload", "POST", body=payload)
         assert (response.status, response.body) == (200, front.name(first) + b":" + payload)
         assert client.get(second).body == front.name(second)
+
+
+def test_a_connection_that_carries_a_proxy_header_is_never_pooled(start_services, backend):
+    """The first node is down, the fallback gets a PROXY header naming the client: that
+    connection is this client's alone, so the next client gets one of its own."""
+    headers = []
+
+    def proxied(sock, _address):
+        sock.settimeout(10)
+        peer = Peer(sock)
+        headers.append(peer.line())
+        for _ in range(100):
+            try:
+                peer.head()
+            except (EOFError, OSError):
+                return
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\np")
+
+    site = backend(proxied)
+    raw = forwarder_config([
+        {"name": "down", "addr": dead_addr(backend), "host": "a.local", "metadata": {"maxFails": 100}},
+        {"name": "proxied", "addr": site.addr, "host": "a.local", "metadata": {"proxyProtocol": 1}}])
+    raw["services"][0]["forwarder"]["selector"] = {"strategy": "fifo"}   # the dead node stays first
+    port = start_services(raw)["proxy"].address[1]
+    sources = []
+    for _ in range(2):
+        with Client(port) as client:
+            sources.append(client.sock.getsockname()[1])
+            assert client.get("a.local").body == b"p"
+    assert site.connections == 2
+    assert [h.split(b" ")[4] for h in headers] == [str(p).encode() for p in sources]

@@ -226,16 +226,18 @@ class ForwardHandler(Handler):
                 if where is None:
                     continue
                 name = node.name if node is not None else "direct"
-                if use_pool:
+                version = self._proxy_version(node)
+                if use_pool and not version:
                     sock = self.pool.take(where)
                     if sock is not None:
                         return sock, {"node": name}, True, where
                 upstream, _ = self._dial([node], sniffed_like, target, client, log)
                 if upstream is None:
                     continue
-                version = self._proxy_version(node)
                 if version:
+                    # Its PROXY header names this client: the connection is never pooled.
                     upstream.sendall(proxy_header(version, address[:2], _local_address(conn)))
+                    where = None
                 return upstream, {"node": name}, False, where
             raise Refused(self.dial_failure_status, "no node reachable for host %s" % (head.host or "(none)"))
 
@@ -247,7 +249,7 @@ class ForwardHandler(Handler):
             return sock, fields, reused
 
         def release(sock, reusable, _sent, _received):
-            if pooled and reusable and "where" in state:
+            if pooled and reusable and state.get("where") is not None:
                 self.pool.put(state["where"], sock)
             else:
                 sock.close()
