@@ -14,6 +14,7 @@ purpose, like many real origins: bytes a proxy should have refused show up in
 what they recorded.
 """
 
+import time
 from dataclasses import dataclass, field
 
 import gevent
@@ -838,3 +839,31 @@ def test_a_connection_that_carries_a_proxy_header_is_never_pooled(start_services
             assert client.get("a.local").body == b"p"
     assert site.connections == 2
     assert [h.split(b" ")[4] for h in headers] == [str(p).encode() for p in sources]
+
+
+@pytest.mark.parametrize("where", ["forwarder", "entrypoint"])
+def test_a_later_head_must_come_whole_within_the_head_timeout(start_services, backend, where):
+    """A keep-alive connection may sit idle between requests, but a request head, once
+    begun, must be complete within the head timeout (sniffing.timeout, entrypoint.headerTimeout)."""
+    site = Site(backend, "a")
+    if where == "forwarder":
+        raw = forwarder_config([{"name": "a", "addr": site.addr, "host": "a.local"}])
+        raw["services"][0]["handler"]["metadata"]["sniffing.timeout"] = "1s"
+        port = start_services(raw)["proxy"].address[1]
+    else:
+        dep = Deployment(start_services, [("a.local", TUNNEL_A)], **{"entrypoint.headerTimeout": "1s"})
+        dep.client("client", TUNNEL_A, [{"name": "a", "addr": site.addr, "host": "a.local"}])
+        dep.wait_connections(TUNNEL_A, 1)
+        port = dep.entrypoint
+    with Client(port) as client:
+        assert client.get("a.local").body == b"a"
+        client.sock.settimeout(1.5)          # idle for longer than the head timeout: still open
+        with pytest.raises(TimeoutError):
+            client.sock.recv(1)
+        client.sock.settimeout(TIMEOUT)
+        assert client.get("a.local", "/again").body == b"a"
+        client.send(b"GET /slow-head HTTP/1.1\r\nHo")
+        started = time.monotonic()
+        assert client.closed()
+        assert time.monotonic() - started < TIMEOUT
+    assert not site.saw("/slow-head")

@@ -303,6 +303,11 @@ class RequestTracker:
         return self._body.state in (_HEAD, _DONE) and not self._head
 
     @property
+    def in_head(self):
+        """Part of a request head is here and the rest is not."""
+        return self._body.state == _HEAD and bool(self._head)
+
+    @property
     def finished(self):
         """A request asked to close the connection and is complete: nothing more is read."""
         return self._body.state == _DONE

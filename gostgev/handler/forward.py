@@ -211,7 +211,7 @@ class ForwardHandler(Handler):
             proto = "https" if self.config.listener.type in ("tls", "wss", "mtls", "mwss") else "http"
             forwarding = Forwarding(self.options.forwarded, proto)
         up, down = serve_http(conn, address[0], sniffed.data, route_for, log, on_request, self.options.idle_timeout,
-                              forwarding, plain=self.chain is None)
+                              forwarding, plain=self.chain is None, head_timeout=self.options.sniffing_timeout)
         log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
                                                "duration": "%.3fs" % (time.monotonic() - started)})
         metrics.transfer(self.config.name, up, down)

@@ -181,7 +181,7 @@ _FORWARDED_NODE = re.compile(rb"\r?\ngost-forwarded-node:[^\r\n]*(?=\r?\n)", re.
 
 
 def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_timeout=None, forwarding=None,
-               plain=False):
+               plain=False, head_timeout=None):
     """Serve ``client`` until it closes; ``data`` holds bytes already read from it.
 
     ``route_for(head, current_key)`` returns a :class:`Route` (the current
@@ -190,6 +190,9 @@ def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_ti
     ``forwarding`` (a :class:`Forwarding`) adds headers to every request.
     ``plain``: every route opens plain TCP sockets or mux streams, so that,
     with a plain client socket too, the bytes can move in event-loop callbacks.
+    ``head_timeout``: there, a request head begun must be complete within
+    this many seconds, or the connection is closed (a client that trickles
+    a head holds nothing for long).
     Returns ``(bytes in, bytes out)``.
     """
     if plain:
@@ -197,6 +200,7 @@ def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_ti
         data += ahead
     kind = _CallbackSession if plain and type(client) in (GeventSocket, MuxStream) else _Session
     session = kind(client, client_ip, route_for, log, on_request)
+    session.head_timeout = head_timeout
     session.forwarding = forwarding or None
     activity, watchdog = watch_idle(idle_timeout, client, client)
     session.activity = activity
@@ -622,6 +626,7 @@ class _CallbackSession(_Session):
         self.out = []             # answer bytes the client could not take yet
         self.idle_after_flush = None
         self.close_after_flush = False
+        self.head_timer = loop.timer(self.head_timeout) if self.head_timeout else None
         self.wake = gevent.event.Event()
         self.job = None
         self.pending = None
@@ -636,6 +641,8 @@ class _CallbackSession(_Session):
             self.writing.close()
             if self.stream and self.writer is not None:
                 self.writer.kill(block=True)
+            if self.head_timer is not None:
+                self.head_timer.close()
             self._finish()
         return self.bytes_in, self.bytes_out
 
@@ -732,7 +739,20 @@ class _CallbackSession(_Session):
             return self._hand_over("end")
         if self.tracker.finished:
             return self._hand_over("drain")
+        timer = self.head_timer
+        if timer is not None:
+            if not self.tracker.in_head:
+                timer.stop()
+            elif not timer.active:
+                timer.start(self._head_too_slow)
         return True
+
+    def _head_too_slow(self):
+        if self.tracker.in_head and not self.broken:
+            self.log.info("no complete request head within %gs, closing", self.head_timeout)
+            self.broken = True
+            reset(self.client)
+            self._hand_over("end")
 
     # -- to the upstream ----------------------------------------------------------------
 

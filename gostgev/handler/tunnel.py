@@ -421,7 +421,8 @@ class TunnelHandler(Handler):
             on_request = None     # nobody would see the per-request fields: do not build them
 
         up, down = serve_http(conn, host_without_port(client), data, route_for, log, on_request,
-                              forwarding=self.options.forwarding, plain=True)
+                              forwarding=self.options.forwarding, plain=True,
+                              head_timeout=self.options.header_timeout)
         metrics.transfer(name, up, down)
         log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
                                                "duration": "%.3fs" % (time.monotonic() - started)})
