@@ -19,7 +19,6 @@ Flow of one connection::
 TLS is routed once per connection, by SNI, and never terminated.
 """
 
-import logging
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -32,7 +31,15 @@ from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
 from gostgev.errors import ProtocolError
 from gostgev.forwarder import Forwarder
 from gostgev.handler import HANDLERS, Handler
-from gostgev.handler.http1 import Forwarding, Refused, Route, UpstreamPool, forwarded_style, serve_http
+from gostgev.handler.http1 import (
+    Forwarding,
+    Refused,
+    Route,
+    UpstreamPool,
+    forwarded_style,
+    request_reporter,
+    serve_http,
+)
 from gostgev.listener import EXHAUSTED_ERRNOS, format_address
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
@@ -199,13 +206,7 @@ class ForwardHandler(Handler):
                                                        pooled and self._proxy_version(nodes[0]) == 0, log)
             return route
 
-        def on_request(fields):
-            log.info("request", fields=fields)
-            metrics.http_request(self.config.name, fields.get("status", 0))
-
-        if not log.isEnabledFor(logging.INFO) and metrics.current is None:
-            on_request = None     # nobody would see the per-request fields: do not build them
-
+        on_request = request_reporter(log, self.config.name)
         forwarding = None
         if self.options.forwarded:
             proto = "https" if self.config.listener.type in ("tls", "wss", "mtls", "mwss") else "http"

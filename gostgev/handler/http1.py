@@ -23,6 +23,7 @@ only for what has to wait.  :class:`_Session` serves the rest (a TLS or
 WebSocket client, a chain) with a greenlet per upstream.
 """
 
+import logging
 import re
 import socket as _stdsocket
 import time
@@ -31,6 +32,7 @@ import gevent
 import gevent.event
 from gevent.socket import socket as GeventSocket
 
+from gostgev import metrics
 from gostgev.codec.h1 import END, UPGRADED, Data, Interim, Request, RequestTracker, Response, ResponseTracker
 from gostgev.codec.http import simple_response
 from gostgev.errors import RemoteProtocolError
@@ -39,7 +41,7 @@ from gostgev.netio.mux import MuxStream
 from gostgev.netio.peek import unwrap_prefix
 from gostgev.netio.pipe import CHUNK, pipe, reset, watch_idle
 
-__all__ = ["Refused", "Route", "serve_http", "UpstreamPool", "Forwarding", "forwarded_style"]
+__all__ = ["Refused", "Route", "serve_http", "UpstreamPool", "Forwarding", "forwarded_style", "request_reporter"]
 
 #: values of the ``http.forwarded`` / ``entrypoint.forwarded`` options
 FORWARDED_STYLES = ("x-forwarded", "forwarded")
@@ -56,6 +58,22 @@ def forwarded_style(md, key):
 
 # A request's own "Connection: close" line (nothing else in the header).
 _CONNECTION_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close[ \t]*\r\n", re.IGNORECASE)
+
+
+def request_reporter(log, service):
+    """The ``on_request`` of a session: one log line and one count per request.
+
+    None when neither the log (below info) nor the metrics would take them,
+    so that the session does not build the fields at all.
+    """
+    if not log.isEnabledFor(logging.INFO) and metrics.current is None:
+        return None
+
+    def on_request(fields):
+        log.info("request", fields=fields)
+        metrics.http_request(service, fields.get("status", 0))
+
+    return on_request
 
 
 class Refused(Exception):

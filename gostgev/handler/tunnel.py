@@ -19,7 +19,6 @@ rules are reachable by visitors only.  GOST's entrypoint relay branch skips
 every check; here it gets the visitor checks and the handler's auth.
 """
 
-import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from gostgev.codec.sniff import HTTP, RELAY, TLS
 from gostgev.config.model import IngressConfig
 from gostgev.errors import ProtocolError
 from gostgev.handler import HANDLERS, Handler
-from gostgev.handler.http1 import Forwarding, Refused, Route, forwarded_style, serve_http
+from gostgev.handler.http1 import Forwarding, Refused, Route, forwarded_style, request_reporter, serve_http
 from gostgev.ingress import Ingress, Rule, parse_endpoint, parse_rule_host
 from gostgev.listener import TcpListener, format_address
 from gostgev.netio.close import close_gently
@@ -413,14 +412,7 @@ class TunnelHandler(Handler):
                 route = routes[(tunnel_id.key, dst)] = self.http_route(tunnel_id, dst, head.host, client)
             return route
 
-        def on_request(fields):
-            log.info("request", fields=fields)
-            metrics.http_request(name, fields.get("status", 0))
-
-        if not log.isEnabledFor(logging.INFO) and metrics.current is None:
-            on_request = None     # nobody would see the per-request fields: do not build them
-
-        up, down = serve_http(conn, host_without_port(client), data, route_for, log, on_request,
+        up, down = serve_http(conn, host_without_port(client), data, route_for, log, request_reporter(log, name),
                               forwarding=self.options.forwarding, plain=True,
                               head_timeout=self.options.header_timeout)
         metrics.transfer(name, up, down)
