@@ -832,11 +832,8 @@ class _CallbackSession(_Session):
     def _write_stream(self, up):
         """Send what the session queued for a stream, in order; may wait for the peer's window."""
         try:
-            while up.out:
-                up.sock.sendall(up.out[0])
-                up.out.pop(0)
+            _send_each(up.sock, up.out)
         except OSError as exc:
-            up.out.clear()
             self._upstream_failed(up, "send failed: %s" % (exc.strerror or exc))
         finally:
             up.writer = None
@@ -939,11 +936,8 @@ class _CallbackSession(_Session):
     def _write_client_stream(self):
         """Send the answers queued for a stream client, in order; may wait for the peer's window."""
         try:
-            while self.out:
-                self.client.sendall(self.out[0])
-                self.out.pop(0)
+            _send_each(self.client, self.out)
         except OSError:
-            self.out.clear()
             if self.up is not None:
                 self._upstream_failed(self.up, None)
             return
@@ -1044,6 +1038,20 @@ def _send_queued(raw, out, data):
         data = memoryview(data)[sent:]
     out.append(bytes(data))
     return True
+
+
+def _send_each(stream, out):
+    """Send the chunks queued in ``out`` on a mux stream, in order, waiting as it must.
+
+    On ``OSError`` the rest are dropped and the error passes.
+    """
+    try:
+        while out:
+            stream.sendall(out[0])
+            out.pop(0)
+    except OSError:
+        out.clear()
+        raise
 
 
 def _flush(raw, out):
