@@ -21,6 +21,12 @@ hands UDP requests to TCP-bound clients, and that quirk is not kept.
 Closed connectors are skipped and pruned on every selection and whenever a
 session reports its own death, so a dead client stops receiving traffic at
 once rather than at the next sweep.
+
+A tunnel leaves the registry by identity, never by key alone: a visitor
+that fetched a ``Tunnel`` and then blocked (opening a stream on a full
+connection) may find, when it wakes, that the tunnel was removed, or that a
+reconnecting client has registered a new ``Tunnel`` under the same key.
+Neither may raise, and the newer tunnel must stay.
 """
 
 __all__ = ["Tunnel", "TunnelRegistry", "NoConnector", "EXCLUSIVE_WEIGHT", "OPEN_ATTEMPTS"]
@@ -91,8 +97,12 @@ class TunnelRegistry:
         tunnel = self._tunnels.get(tunnel_id.key)
         if tunnel is not None:
             tunnel.remove(connector)
-            if not tunnel.connectors:
-                del self._tunnels[tunnel_id.key]
+            self._discard_if_empty(tunnel)
+
+    def _discard_if_empty(self, tunnel):
+        """Forget ``tunnel`` when it has no connector left, if it is still the registered one."""
+        if not tunnel.connectors and self._tunnels.get(tunnel.id.key) is tunnel:
+            del self._tunnels[tunnel.id.key]
 
     def get(self, tunnel_id):
         return self._tunnels.get(tunnel_id.key)
@@ -111,17 +121,21 @@ class TunnelRegistry:
 
         Raises :class:`NoConnector` when no connection could open one.
         """
-        tunnel = self._tunnels.get(tunnel_id.key)
         last_error = None
         for _ in range(OPEN_ATTEMPTS):
+            # Looked up again on each attempt: a failed attempt may have
+            # blocked while the client reconnected under the same key.
+            tunnel = self._tunnels.get(tunnel_id.key)
             connector = tunnel.pick(network) if tunnel is not None else None
             if connector is None:
+                if tunnel is not None:
+                    self._discard_if_empty(tunnel)   # its last connectors were pruned as closed
                 break
             try:
                 return connector.open_stream(), connector
             except OSError as exc:
                 last_error = exc
-        if tunnel is not None and not tunnel.connectors:
-            del self._tunnels[tunnel_id.key]
+                tunnel.prune()
+                self._discard_if_empty(tunnel)
         raise NoConnector("tunnel %s has no usable connection%s"
                           % (tunnel_id.text, " (%s)" % last_error if last_error else ""))

@@ -13,10 +13,6 @@ KEY = bytes(range(16))
 def pair():
     members = cluster.create(2)
     started = [m.start() for m in members]
-    # start() makes the member this process's cluster.current; here both live in one
-    # process, and a tunnel handler left over from an earlier test (also named "server")
-    # must not announce through them.
-    cluster.current = None
     yield started
     for member in started:
         member.close()

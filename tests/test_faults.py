@@ -14,6 +14,7 @@ import gevent
 import pytest
 import yaml
 
+from gostgev.codec import relay
 from tests.conftest import connect, http_get, name_responder, wait_until
 from tests.test_tunnel import TUNNEL_A, Deployment
 
@@ -87,3 +88,54 @@ def test_frozen_client_is_dropped_by_keepalive(start_services, backend, processe
     frozen.send_signal(signal.SIGCONT)       # it notices, reconnects, and serves again
     dep.wait_connections(TUNNEL_A, 2, timeout=10)
     assert wait_until(lambda: http_get(dep.entrypoint, "a.local") == (200, b"site"), 5)
+
+
+def test_visitors_blocked_on_a_frozen_connection_end_cleanly_when_it_dies(start_services, backend, processes,
+                                                                          tmp_path, caplog, capfd):
+    """30 uploads stall on a frozen client's full windows; killing it must fail each one cleanly.
+
+    Before tunnels left the registry by identity, every blocked visitor
+    raised KeyError here as it woke up to a tunnel already deleted.
+    """
+    site = backend(name_responder("site"))
+    dep = Deployment(start_services, [("a.local", TUNNEL_A)],
+                     **{"mux.keepaliveInterval": "10s", "mux.keepaliveTimeout": "30s"})
+    frozen = client_process(tmp_path, "frozen", dep.port, site.addr)
+    processes.append(frozen)
+    dep.wait_connections(TUNNEL_A, 1)
+    frozen.send_signal(signal.SIGSTOP)
+    body = b"u" * (1 << 20)
+    visitors = []
+    for _ in range(30):
+        sock = connect(dep.entrypoint, timeout=20)
+        visitors.append(sock)
+        sock.sendall(b"POST /up HTTP/1.1\r\nHost: a.local\r\nContent-Length: %d\r\n\r\n" % len(body))
+    uploads = [gevent.spawn(sock.sendall, body) for sock in visitors]
+    connector = dep.registry.get(relay.TunnelID.parse(TUNNEL_A)).connectors[0]
+    # 30 streams open on a client that reads nothing: each is stuck on its
+    # window, and together they fill the connection's socket buffers...
+    assert wait_until(lambda: connector.session.num_streams == 30, 10)
+    for _ in range(30):     # ...so these 30 block while opening their streams
+        sock = connect(dep.entrypoint, timeout=20)
+        visitors.append(sock)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a.local\r\n\r\n")
+    assert wait_until(lambda: connector.session._waiting >= 25, 10), connector.session._waiting
+    frozen.send_signal(signal.SIGKILL)
+    for sock in visitors:
+        sock.settimeout(10)
+        try:
+            answer = sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            answer = b""
+        assert answer == b"" or answer.startswith((b"HTTP/1.1 502", b"HTTP/1.1 503")), answer[:80]
+        sock.close()
+    gevent.joinall(uploads, timeout=10)
+    dep.wait_connections(TUNNEL_A, 0)
+    assert dep.registry.tunnels() == []
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
+    assert "KeyError" not in caplog.text
+    stderr = capfd.readouterr().err                # where gevent reports a greenlet that died
+    assert "Traceback" not in stderr and "KeyError" not in stderr, stderr[-2000:]
+    processes.append(client_process(tmp_path, "next", dep.port, site.addr))
+    dep.wait_connections(TUNNEL_A, 1)
+    assert http_get(dep.entrypoint, "a.local") == (200, b"site")

@@ -2,6 +2,7 @@
 
 import gevent.queue
 
+from gostgev.codec import relay
 from tests.conftest import connect, recv_all
 from tests.test_tunnel import TUNNEL_A, Deployment
 
@@ -101,3 +102,42 @@ def test_tunnel_backends_see_the_public_client(start_services, backend):
     expected = (SIGNATURE + bytes([0x21, 0x11, 0x00, 0x0C]) + bytes([198, 51, 100, 9, 0, 0, 0, 0])
                 + (40000).to_bytes(2, "big") + (0).to_bytes(2, "big"))
     assert seen.get(timeout=5) == expected + REQUEST
+
+
+def _client_with_proxy_v1(start_services, dep, site):
+    start_services({"services": [{"name": "c1", "addr": ":0",
+                                  "handler": {"type": "rtcp", "metadata": {"proxyProtocol": 1}},
+                                  "listener": {"type": "rtcp", "chain": "to"},
+                                  "forwarder": {"nodes": [{"name": "n", "addr": site.addr}]}}],
+                    "chains": [{"name": "to", "hops": [{"nodes": [{
+                        "name": "s", "addr": "127.0.0.1:%d" % dep.port,
+                        "connector": {"type": "tunnel", "metadata": {"tunnel.id": TUNNEL_A}}}]}]}]})
+    dep.wait_connections(TUNNEL_A, 1)
+
+
+def _relay_visit(port, tunnel_id, src):
+    with connect(port) as sock:
+        sock.sendall(relay.Request(cmd=relay.CONNECT, addrs=(src, "a.local:80"),
+                                   tunnel_id=relay.TunnelID.parse(tunnel_id)).encode() + REQUEST)
+        answer = recv_all(sock)
+    assert answer.startswith(relay.Response(relay.OK).encode()) and answer.endswith(b"ok"), answer
+
+
+def test_a_visitor_cannot_forge_the_client_address_a_backend_sees(start_services, backend):
+    site, seen = recording_backend(backend)
+    dep = Deployment(start_services, [("a.local", TUNNEL_A)])
+    _client_with_proxy_v1(start_services, dep, site)
+    for port in (dep.port, dep.entrypoint):      # the tunnel port, and relay CONNECT on the entrypoint
+        _relay_visit(port, TUNNEL_A, "203.0.113.66:4444")
+        header = seen.get(timeout=5).split(b"\r\n")[0]
+        assert header.startswith(b"PROXY TCP4 127.0.0.1 "), header   # the visitor's own address
+        assert b"203.0.113.66" not in header
+
+
+def test_an_external_entrypoint_names_the_client_it_relays_for(start_services, backend):
+    site, seen = recording_backend(backend)
+    entrypoint_id = "7b8f0c41-2d5e-4a6b-9c3d-1e2f3a4b5c6d"
+    dep = Deployment(start_services, [("a.local", TUNNEL_A)], **{"entrypoint.id": entrypoint_id})
+    _client_with_proxy_v1(start_services, dep, site)
+    _relay_visit(dep.port, entrypoint_id, "203.0.113.66:4444")
+    assert seen.get(timeout=5).split(b"\r\n")[0].startswith(b"PROXY TCP4 203.0.113.66 ")

@@ -143,3 +143,53 @@ def test_later_rules_win_and_rules_can_change():
 def test_bad_endpoints(bad):
     with pytest.raises(ValueError):
         parse_endpoint(bad)
+
+
+class BlockingConnector(FakeConnector):
+    """``open_stream`` blocks until released, then fails as a session that died meanwhile."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        import gevent.event
+
+        self.release = gevent.event.Event()
+
+    def open_stream(self):
+        self.release.wait(5)
+        self.closed = True
+        raise ConnectionError("session died while the visitor waited")
+
+
+def test_visitors_blocked_on_a_dying_connection_do_not_trip_over_each_other():
+    import gevent
+
+    dying = BlockingConnector("dying")
+    registry = registry_with(dying)
+    tunnel_id = TunnelID.parse(A)
+    visitors = [gevent.spawn(registry.open_stream, tunnel_id) for _ in range(30)]
+    gevent.sleep(0)                      # every visitor is now blocked inside open_stream
+    registry.remove(tunnel_id, dying)    # the session's own unregister runs first
+    dying.release.set()
+    gevent.joinall(visitors, timeout=5)
+    assert all(v.ready() for v in visitors)
+    assert all(isinstance(v.exception, NoConnector) for v in visitors), [v.exception for v in visitors]
+    assert registry.tunnels() == []
+
+
+def test_a_stale_visitor_does_not_remove_the_tunnel_a_reconnected_client_registered():
+    import gevent
+
+    dying = BlockingConnector("dying")
+    registry = registry_with(dying)
+    tunnel_id = TunnelID.parse(A)
+    visitor = gevent.spawn(registry.open_stream, tunnel_id)
+    gevent.sleep(0)
+    registry.remove(tunnel_id, dying)
+    fresh = FakeConnector("fresh")
+    registry.add(tunnel_id, fresh)       # the client reconnected while the visitor was blocked
+    dying.release.set()
+    stream, connector = visitor.get(timeout=5)
+    assert connector is fresh and stream == "stream-from-fresh"   # the retry found the new tunnel
+    assert [c.name for t in registry.tunnels() for c in t.connectors] == ["fresh"]
+    registry.remove(tunnel_id, dying)    # a late, second unregister of the dead one
+    assert [c.name for t in registry.tunnels() for c in t.connectors] == ["fresh"]

@@ -138,6 +138,10 @@ class TunnelHandler(Handler):
         super().__init__(service_config, log)
         self.registry = TunnelRegistry()
         self.service = None
+        #: the worker cluster this handler serves in, fixed at start(): a
+        #: session that dies later must not announce through whichever
+        #: cluster happens to be current then
+        self.cluster = None
         opts = self.options
         self.ingress = Ingress(opts.ingress.name, opts.ingress.rules) if opts.ingress else None
         self.entrypoints = [Entrypoint(self, addr, self._ingress_for(cfg)) for addr, cfg in opts.entrypoints]
@@ -191,8 +195,9 @@ class TunnelHandler(Handler):
 
     def start(self, service):
         self.service = service
-        if cluster.current is not None:
-            cluster.current.serve(self.config.name, self._handed_over)
+        self.cluster = cluster.current
+        if self.cluster is not None:
+            self.cluster.serve(self.config.name, self._handed_over)
         started = []
         try:
             for entrypoint in self.entrypoints:
@@ -213,8 +218,9 @@ class TunnelHandler(Handler):
         for tunnel in self.registry.tunnels():
             for connector in list(tunnel.connectors):
                 connector.session.close()
-        if cluster.current is not None:
-            cluster.current.announce(self.config.name, ())
+        if self.cluster is not None:
+            self.cluster.announce(self.config.name, ())
+            self.cluster = None   # sessions closing after this announce nothing
 
     # -- the tunnel port ------------------------------------------------------------
 
@@ -291,8 +297,8 @@ class TunnelHandler(Handler):
     def _count_connections(self, tunnel_id):
         tunnel = self.registry.get(tunnel_id)
         metrics.tunnel_connections(self.config.name, tunnel_id.text, len(tunnel.connectors) if tunnel else 0)
-        if cluster.current is not None:
-            cluster.current.announce(self.config.name, [
+        if self.cluster is not None:
+            self.cluster.announce(self.config.name, [
                 t.id.key for t in self.registry.tunnels() if any(not c.closed and not c.udp for c in t.connectors)])
 
     # -- other workers (--workers) -------------------------------------------------------
@@ -304,7 +310,7 @@ class TunnelHandler(Handler):
         transport lives in this process (TLS, WebSocket) cannot: the worker
         gets one end of a socket pair, and this greenlet pipes the other.
         """
-        member = cluster.current
+        member = self.cluster
         if member is None:
             return False
         owners = member.owners(self.config.name, tunnel_id.key)
@@ -360,15 +366,23 @@ class TunnelHandler(Handler):
         return host
 
     def visit(self, conn, address, request, leftover, ingress, log):
-        """CONNECT with a tunnel ID: a visitor, or an external entrypoint."""
-        src = request.addrs[0] if len(request.addrs) > 1 else format_address(address)
+        """CONNECT with a tunnel ID: a visitor, or an external entrypoint.
+
+        The client address written into the stream header (and from there
+        into logs and PROXY headers at the backend) is the peer's own.  Only
+        an external entrypoint, which presents ``entrypoint.id``, may name
+        the client it relays for; from anyone else a source address would be
+        a forgery, so it is ignored.
+        """
+        entrypoint_id = self.options.entrypoint_id
+        external = entrypoint_id is not None and request.tunnel_id.key == entrypoint_id.key
+        src = request.addrs[0] if external and len(request.addrs) > 1 else format_address(address)
         dst = request.addrs[-1] if request.addrs else ""
         host = host_without_port(dst)
         rule = ingress.lookup(host) if ingress is not None and host else None
         tunnel_id = rule.endpoint if rule else None
         log = log.bind(host=host or None)
-        entrypoint_id = self.options.entrypoint_id
-        if entrypoint_id is not None and request.tunnel_id.key == entrypoint_id.key:
+        if external:
             if tunnel_id is None:
                 log.warning("no ingress rule for host")
                 return reply(conn, relay.NETWORK_UNREACHABLE)
@@ -542,7 +556,15 @@ class Entrypoint:
 
     def start(self, gate):
         """Listen; the service's admission and connection limits apply here too."""
-        self.listener.start(self.handle, gate=gate, accept_proxy=self.handler.options.entrypoint_proxy)
+        self.listener.start(self._guarded, gate=gate, accept_proxy=self.handler.options.entrypoint_proxy)
+
+    def _guarded(self, conn, address, target=None):
+        # As Service._handle does for the tunnel port: a bug costs one
+        # connection and one log line, never a dead greenlet on stderr.
+        try:
+            self.handle(conn, address, target)
+        except Exception:
+            self.log.exception("handler error", fields={"remote": format_address(address)})
 
     def close(self):
         self.listener.close()
