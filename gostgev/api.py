@@ -100,6 +100,8 @@ def read_json(environ):
 
 class ApiServer(AdminServer):
     name = "api"
+    #: the server refuses a larger body before reading it
+    max_body = MAX_BODY
 
     def __init__(self, runtime, addr, path_prefix="", auther=None, access_log=False):
         self.runtime = runtime
@@ -113,6 +115,10 @@ class ApiServer(AdminServer):
         if self.auther is None and not is_loopback(self.bind_host):
             raise ValueError("api: auth is required when listening on %s" % format_address(self.address))
         super().start()
+
+    def error_response(self, status, message):
+        """The server's own refusals (bad request, body too large) in this API's JSON error shape."""
+        return [("Content-Type", "application/json")], json.dumps({"error": message}).encode() + b"\n"
 
     # -- WSGI ---------------------------------------------------------------------
 

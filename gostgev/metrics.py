@@ -24,11 +24,8 @@ metrics are off (``current is None``, the default); ``enable()`` turns them on.
 
 import base64
 import binascii
-import logging
 import time
 
-from gevent import pywsgi
-from gevent.pool import Pool
 from gevent.socket import gethostname
 from prometheus_client import (
     CollectorRegistry,
@@ -39,6 +36,8 @@ from prometheus_client import (
     disable_created_metrics,
     make_wsgi_app,
 )
+
+from gostgev.adminserver import AdminServer
 
 __all__ = ["Metrics", "MetricsServer", "AdminServer", "basic_auth_user", "WWW_AUTHENTICATE",
            "enable", "disable", "current", "services", "request_started", "request_finished", "transfer",
@@ -195,42 +194,6 @@ def basic_auth_user(environ, auther):
 
 #: sent with every 401, so clients know to retry with Basic credentials
 WWW_AUTHENTICATE = ("WWW-Authenticate", 'Basic realm="gostgev"')
-
-
-class _Handler(pywsgi.WSGIHandler):
-    #: seconds a socket may sit idle (between or inside requests) before it is
-    #: closed, so idle or slow clients cannot hold the pool's slots for ever
-    idle_timeout = 30.0
-
-    def handle(self):
-        self.socket.settimeout(self.idle_timeout)
-        super().handle()
-
-
-class AdminServer:
-    """A small pywsgi server on its own pool: shared by the metrics and API servers."""
-
-    #: concurrent connections; an admin endpoint needs few
-    max_connections = 32
-    name = "admin"
-
-    def __init__(self, addr, app):
-        self.log = logging.getLogger("gostgev." + self.name)
-        self.server = pywsgi.WSGIServer(tuple(addr), app, spawn=Pool(self.max_connections), log=None,
-                                        error_log=self.log, handler_class=_Handler)
-
-    @property
-    def address(self):
-        sock = getattr(self.server, "socket", None)   # set once bound
-        return sock.getsockname()[:2] if sock is not None else self.server.address
-
-    def start(self):
-        self.server.start()
-        host, port = self.address
-        self.log.info("%s listening on %s:%d", self.name, "[%s]" % host if ":" in host else host, port)
-
-    def stop(self, timeout=1):
-        self.server.stop(timeout=timeout)
 
 
 class MetricsServer(AdminServer):
