@@ -194,9 +194,13 @@ class MuxConfig:
     #: each idle stream costs about 1 KB (``mux.maxStreams``).
     max_streams: int = 16384
     accept_backlog: int = 1024          #: streams opened by the peer, not yet accepted (smux: 1024)
+    #: Ours, not smux's: seconds a stream we opened may go without any frame
+    #: arriving on the session before the session counts as stalled (see
+    #: :mod:`gostgev.netio.mux`); 0 turns the check off (``mux.stallTimeout``).
+    stall_timeout: float = 1.0
 
     def __post_init__(self):
-        # smux's VerifyConfig rules, plus our own two bounds.
+        # smux's VerifyConfig rules, plus bounds of our own.
         checks = (
             (self.version in VERSIONS, "mux.version", "must be 1 or 2", self.version),
             (self.keepalive_disabled or self.keepalive_interval > 0, "mux.keepaliveInterval",
@@ -209,6 +213,7 @@ class MuxConfig:
              self.max_stream_buffer),
             (self.max_streams > 0, "mux.maxStreams", "must be positive", self.max_streams),
             (self.accept_backlog > 0, "accept_backlog", "must be positive", self.accept_backlog),
+            (self.stall_timeout >= 0, "mux.stallTimeout", "must not be negative", self.stall_timeout),
         )
         for ok, key, message, value in checks:
             if not ok:
@@ -219,7 +224,8 @@ class MuxConfig:
         """Read ``mux.*`` from a :class:`~gostgev.config.section.Metadata`.
 
         As in GOST, an absent or zero value keeps the default; anything else
-        invalid raises ``ValueError`` naming the key.
+        invalid raises ``ValueError`` naming the key.  ``mux.stallTimeout``
+        is ours: there 0 turns the stall check off.
         """
         d = cls()
 
@@ -234,7 +240,8 @@ class MuxConfig:
             max_frame_size=pick(md.int("mux.maxFrameSize", default=0), d.max_frame_size),
             max_receive_buffer=pick(md.int("mux.maxReceiveBuffer", default=0), d.max_receive_buffer),
             max_stream_buffer=pick(md.int("mux.maxStreamBuffer", default=0), d.max_stream_buffer),
-            max_streams=pick(md.int("mux.maxStreams", default=0), d.max_streams))
+            max_streams=pick(md.int("mux.maxStreams", default=0), d.max_streams),
+            stall_timeout=md.duration("mux.stallTimeout", default=d.stall_timeout))
 
 
 class SendWindow:

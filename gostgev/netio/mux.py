@@ -11,7 +11,8 @@ Architecture (wire rules, windows and config live in :mod:`gostgev.codec.mux`)::
     │     FIN  EOF once the stream's data is drained
     │     UPD  the peer's consumed/window -> wakes that stream's blocked sendall
     ├── keepalive greenlet: a NOP every keepalive_interval
-    ├── watchdog timer: no frame in a keepalive_timeout window -> close("keepalive timeout")
+    ├── watchdog timer: nothing received for keepalive_timeout -> close("keepalive timeout")
+    ├── stall timer: a stream we opened, then nothing received for stall_timeout -> stalled
     ├── control flusher (short-lived greenlet): FINs the reader had to queue
     └── _write(): one lock, a batch of whole frames per turn, never interleaved
     MuxStream: socket-like recv / sendall / shutdown / close / settimeout
@@ -29,7 +30,27 @@ peer has sent a window update since its FIN (only a gostgev peer does).
 Teardown.  EOF, a socket error, a bad frame or a keepalive timeout closes
 the session: recv raises ConnectionResetError (unread data is dropped),
 sendall raises BrokenPipeError, accept_stream raises SessionClosed, and each
-``link_closed`` callback runs once in a greenlet of its own.
+``link_closed`` callback runs once in a greenlet of its own.  The keepalive
+timeout counts from the last bytes received, so a silent peer is dropped
+``keepalive_timeout`` after it fell silent (smux checks at fixed periods,
+which lets it linger up to twice that).
+
+Stalls.  A peer whose process is frozen (SIGSTOP, a hung host) keeps its
+TCP connection up and answers nothing.  GOST goes on opening streams on it
+until the keepalive timeout (30 s by default), and every visitor sent there
+hangs that long.  Yet a live smux v2 peer answers a new stream at once,
+however slow the service behind it: its first read of a stream sends a
+window update (smux ``tryReadv2``; :class:`MuxStream` does the same).  So
+a session on which we opened a stream and then received nothing at all for
+``stall_timeout`` (1 s) is *stalled*: :attr:`MuxSession.stalled` holds
+until any frame arrives, and the tunnel registry passes the connection over
+while another one answers.  On v2, each stream's ``on_stall`` callback, if
+set, runs when the session becomes stalled (the HTTP entrypoint sends a
+request nothing has answered again elsewhere).  A v1 peer says nothing
+until the service behind it answers, so there a stall only steers new
+streams elsewhere.  A stall closes nothing: that stays the keepalive's job.
+The cost is a timestamp per read of the connection and one per stream we
+open, and a hub timer while such streams wait for their first answer.
 """
 
 import errno
@@ -74,6 +95,13 @@ def _remaining(deadline):
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
+def _after(delay, callback):
+    """A one-shot hub timer: ``callback()`` runs in the hub in ``delay`` seconds."""
+    timer = gevent.get_hub().loop.timer(max(delay, 0.0))
+    timer.start(callback)
+    return timer
+
+
 class MuxSession:
     """One connection carrying many streams; see the module docstring."""
 
@@ -96,7 +124,11 @@ class MuxSession:
         # the reader stopped: v1 receive buffer full, or the accept queue full
         self._paused, self._resume = False, Event()
         self._refused = 0                   # SYNs refused at max_streams
-        self._rx = False                    # a frame arrived since the last watchdog check
+        self.last_rx = time.monotonic()     #: when bytes last came from the peer
+        self._stall_timeout = config.stall_timeout
+        self._unanswered = deque()          # when we opened streams that nothing arrived after
+        self._stall_mark = None             # the first of those that waited stall_timeout
+        self._stall_timer = None
         try:
             self.remote_address = sock.getpeername() or None
         except (OSError, AttributeError):
@@ -109,8 +141,7 @@ class MuxSession:
         self._keepalive = self._watchdog = None
         if not config.keepalive_disabled:
             self._keepalive = gevent.spawn(self._ping_loop)
-            self._watchdog = gevent.get_hub().loop.timer(config.keepalive_timeout, config.keepalive_timeout)
-            self._watchdog.start(self._check_alive)
+            self._watchdog = _after(config.keepalive_timeout, self._check_alive)
 
     def __repr__(self):
         return "<MuxSession %s v%d streams=%d%s>" % (
@@ -123,6 +154,12 @@ class MuxSession:
     @property
     def num_streams(self):
         return len(self._streams)
+
+    @property
+    def stalled(self):
+        """A stream we opened got no answer for ``stall_timeout``, and nothing has arrived since."""
+        mark = self._stall_mark
+        return mark is not None and self.last_rx < mark
 
     def _gone(self):
         return SessionClosed(errno.EPIPE, "mux session closed: %s" % self.close_reason)
@@ -137,6 +174,8 @@ class MuxSession:
             raise StreamLimitError(errno.EAGAIN, "stream ids exhausted")
         self._next_id += 2
         stream = self._streams[self._next_id] = MuxStream(self, self._next_id)
+        if self._stall_timeout:
+            self._expect_answer()
         try:
             self._write(wire.encode_header(self.config.version, wire.CMD_SYN, stream.id))
         except BrokenPipeError:
@@ -172,8 +211,10 @@ class MuxSession:
             stream._die("mux session closed: %s" % self.close_reason)
         self._accept_ready.set()
         self._resume.set()
-        if self._watchdog is not None:
-            self._watchdog.close()
+        self._unanswered.clear()
+        for timer in (self._watchdog, self._stall_timer):
+            if timer is not None:
+                timer.close()
         # shutdown first: EOF for the peer even if someone else holds the fd
         for step in (lambda: self.sock.shutdown(_stdsocket.SHUT_RDWR), self.sock.close):
             try:
@@ -219,6 +260,7 @@ class MuxSession:
         # max_frame_size only limits what we send.
         frames = wire.FrameBuffer(self.config.version)
         limit = self.config.max_receive_buffer
+        clock = time.monotonic
         try:
             while True:
                 if not self._v2 and self._buffered > limit:
@@ -227,10 +269,12 @@ class MuxSession:
                         self._resume.clear()
                         self._resume.wait()
                     self._paused = False
+                    self.last_rx = clock()    # the pause was ours: the peer's silence meanwhile counts for nothing
                 data = self.sock.recv(RECV_SIZE)
                 if not data:
                     reason = "connection closed by peer"
                     break
+                self.last_rx = clock()
                 frames.add_data(data)
                 for frame in frames:
                     self._dispatch(frame)
@@ -241,7 +285,6 @@ class MuxSession:
         self.close(reason)
 
     def _dispatch(self, frame):
-        self._rx = True
         cmd, sid = frame.cmd, frame.sid
         if cmd == wire.CMD_SYN:
             if sid in self._streams:
@@ -286,6 +329,7 @@ class MuxSession:
                 self._resume.wait()
         finally:
             self._paused = False
+            self.last_rx = time.monotonic()
         return not self._closed
 
     def _consumed(self, n):
@@ -383,19 +427,60 @@ class MuxSession:
 
     def _check_alive(self):
         # Runs in the hub, so a NOP stuck behind a full socket cannot delay
-        # it.  A reader paused by a full buffer or accept queue cannot see frames:
-        # silence then is not the peer's fault (smux's rule).
-        if self._rx or self._paused:
-            self._rx = False
-        elif not self._closed:
+        # it; due keepalive_timeout after the last bytes received.  A reader
+        # paused by a full buffer or accept queue cannot see frames: silence
+        # then is not the peer's fault (smux's rule).
+        if self._closed:
+            return
+        now = time.monotonic()
+        if self._paused:
+            self.last_rx = now
+        left = self.last_rx + self.config.keepalive_timeout - now
+        if left > 0:
+            self._watchdog = _after(left, self._check_alive)
+        else:
             gevent.spawn(self.close, "keepalive timeout")
+
+    # -- stalls -----------------------------------------------------------------------
+
+    def _expect_answer(self):
+        """A stream was just opened: the peer should show life within stall_timeout."""
+        if self.stalled:
+            return      # whatever ends the stall answers this stream as well
+        self._unanswered.append(time.monotonic())
+        if self._stall_timer is None:
+            self._stall_timer = _after(self._stall_timeout, self._check_stall)
+
+    def _check_stall(self):
+        # Runs in the hub.  Anything received answers every stream opened before it.
+        self._stall_timer = None
+        waiting, heard = self._unanswered, self.last_rx
+        if self._closed or self._paused:
+            waiting.clear()     # a paused reader hears nothing: not the peer's fault
+            return
+        while waiting and waiting[0] <= heard:
+            waiting.popleft()
+        if not waiting:
+            return
+        now = time.monotonic()
+        left = waiting[0] + self._stall_timeout - now
+        if left > 0:
+            self._stall_timer = _after(left, self._check_stall)
+            return
+        self._stall_mark = waiting[0]
+        waiting.clear()
+        log.info("%s: stalled: a new stream has had no answer for %.1fs", self.name, now - self._stall_mark)
+        if self._v2:
+            for stream in list(self._streams.values()):
+                if stream.on_stall is not None:
+                    stream.on_stall()
 
 
 class MuxStream:
     """One stream of a :class:`MuxSession`, usable where a socket is."""
 
     __slots__ = ("id", "session", "_data", "_readable", "_writable", "_timeout", "_fin_received", "_fin_sent",
-                 "_read_shut", "_closed", "_error", "_rwin", "_swin", "on_readable", "_reads_after_fin")
+                 "_read_shut", "_closed", "_error", "_rwin", "_swin", "on_readable", "_reads_after_fin", "on_stall")
 
     def __init__(self, session, sid):
         self.id = sid
@@ -412,6 +497,9 @@ class MuxStream:
         #: called, in the session's reader or a hub callback, whenever recv_nowait
         #: may have something new (data, EOF or an error); it must not block
         self.on_readable = None
+        #: called, in a hub callback, when the session becomes stalled (v2
+        #: only; see the module docstring); it must not block
+        self.on_stall = None
 
     def __repr__(self):
         return "<MuxStream %d of %s>" % (self.id, self.session.name)
@@ -425,6 +513,16 @@ class MuxStream:
     @property
     def closed(self):
         return self._closed or self._error is not None
+
+    @property
+    def unacknowledged(self):
+        """Nothing has come back on this stream: no data, no FIN, no window update.
+
+        So the peer has read none of what we sent.  Always False on v1,
+        where a peer reports nothing of what it reads.
+        """
+        return (self._swin is not None and self._swin.consumed == 0 and self._rwin.received == 0
+                and not self._fin_received)
 
     def settimeout(self, timeout):
         self._timeout = timeout
