@@ -13,13 +13,15 @@ so ``*.example.com`` is ``.example.com``, while ``*example.com`` becomes the
 exact name ``example.com``.  For equal keys the later rule wins.
 """
 
+import ipaddress
+import re
 from dataclasses import dataclass
 
 from gostgev.addr import host_without_port, normalize_host
 from gostgev.codec.relay import TunnelID
 from gostgev.hostmatch import HostRouter
 
-__all__ = ["Rule", "Ingress", "parse_rule_host", "parse_endpoint"]
+__all__ = ["Rule", "Ingress", "IngressStore", "parse_rule_host", "parse_endpoint"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +30,46 @@ class Rule:
     endpoint: TunnelID   #: the tunnel; ``endpoint.private`` for "$" rules
 
 
+#: longest host name DNS allows, in its dotted text form
+MAX_HOSTNAME = 253
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+
+
 def parse_rule_host(text):
-    """Normalise a rule hostname; ``ValueError`` if empty or malformed."""
-    key = normalize_host(text or "").lstrip("*")
-    if not key or key == "." or any(c.isspace() or c in "/@?#*" for c in key):
-        raise ValueError("invalid ingress hostname %r" % text)
-    return key
+    """Normalise a rule hostname; ``ValueError`` unless it is a DNS name, a wildcard or an IP literal.
+
+    A host name is at most 253 characters of labels of at most 63 letters,
+    digits, ``-`` and ``_`` (no leading or trailing ``-``).  A name in
+    another script is stored in its IDNA (``xn--``) form, which is what
+    clients send in ``Host`` and SNI.  NUL, control characters and lone
+    surrogates are refused outright: such a rule could never match, and
+    would end up in logs and API answers.
+    """
+    if not isinstance(text, str):
+        raise ValueError("invalid ingress hostname %r: not a string" % (text,))
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise ValueError("invalid ingress hostname %r: control or surrogate character" % shown)
+    key = normalize_host(text).lstrip("*")
+    name = key[1:] if key.startswith(".") else key
+    if not name or any(c.isspace() or c in "/@?#*" for c in key):
+        raise ValueError("invalid ingress hostname %r" % shown)
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return key if key.startswith(".") else name.strip("[]")
+    except ValueError:
+        pass
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError("invalid ingress hostname %r: not a valid internationalised name" % shown) from None
+    if len(name) > MAX_HOSTNAME:
+        raise ValueError("invalid ingress hostname %r: longer than %d characters" % (shown, MAX_HOSTNAME))
+    for label in name.split("."):
+        if not _LABEL.match(label):
+            raise ValueError("invalid ingress hostname %r: bad label %r" % (shown, label[:70]))
+    return "." + name if key.startswith(".") else name
 
 
 def parse_endpoint(text):
@@ -87,3 +123,69 @@ class Ingress:
     def names(self, tunnel_id):
         """Whether any rule routes to this tunnel (private rules included)."""
         return tunnel_id.key in self._named
+
+
+class IngressStore:
+    """The one live :class:`Ingress` of each configured name.
+
+    Every service that names ``ingress-0`` routes with the same object, so
+    a rule the API adds or deletes reaches every entrypoint at once.  A
+    reload is staged: ingresses it creates are visible to the services it
+    builds but join the store only at :meth:`commit`; :meth:`abort` forgets
+    them.  At commit, an ingress whose rules in the file changed takes the
+    new rules; one whose rules did not change keeps what the API did to it.
+
+    Inline rules (a tunnel handler's ``tunnel: host:uuid,...``) belong to
+    their handler alone: their config says ``shared=False``.
+    """
+
+    def __init__(self):
+        self._live = {}
+        self._configured = {}   # name -> the rules the file gave it last
+        self._staged = None
+
+    def resolve(self, config):
+        """The live Ingress for ``config`` (created with its rules if the name is new)."""
+        if not getattr(config, "shared", True):
+            return Ingress(config.name, config.rules)
+        live = self._live.get(config.name)
+        if live is not None:
+            return live
+        if self._staged is None:
+            live = self._live[config.name] = Ingress(config.name, config.rules)
+            self._configured[config.name] = config.rules
+            return live
+        staged = self._staged.get(config.name)
+        if staged is None:
+            staged = self._staged[config.name] = Ingress(config.name, config.rules)
+        return staged
+
+    def stage(self):
+        """Start a reload: ingresses created from now on wait for commit."""
+        self._staged = {}
+
+    def abort(self):
+        self._staged = None
+
+    def commit(self, configs):
+        """Make ``configs`` (every ingress of the new configuration) live."""
+        staged, self._staged = self._staged or {}, None
+        names = set()
+        for config in configs:
+            names.add(config.name)
+            live = self._live.get(config.name) or staged.get(config.name)
+            if live is None:
+                live = Ingress(config.name, config.rules)
+            elif config.name in self._live and self._configured.get(config.name) != config.rules:
+                live.replace(config.rules)
+            self._live[config.name] = live
+            self._configured[config.name] = config.rules
+        for name in set(self._live) - names:
+            del self._live[name]
+            self._configured.pop(name, None)
+
+    def get(self, name):
+        return self._live.get(name)
+
+    def items(self):
+        return list(self._live.items())

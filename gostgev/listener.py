@@ -13,6 +13,7 @@ and owns ``conn`` until it returns.
 """
 
 import errno
+import os
 import socket as _stdsocket
 
 import gevent
@@ -21,6 +22,7 @@ from gevent import socket
 from gevent.server import StreamServer
 
 from gostgev import metrics
+from gostgev.addr import Addr
 from gostgev.codec import relay
 from gostgev.errors import ProtocolError
 from gostgev.limits import RateLimitedLog
@@ -29,7 +31,7 @@ from gostgev.netio.peek import PeerClosed, read_head, with_prefix
 from gostgev.registry import Registry
 
 __all__ = ["LISTENERS", "TcpListener", "RtcpListener", "AcceptServer", "BACKLOG", "EXHAUSTED_ERRNOS", "listen_tcp",
-           "serve_tcp", "format_address"]
+           "serve_tcp", "format_address", "listen_key", "dup_socket"]
 
 LISTENERS = Registry("listener")
 
@@ -68,6 +70,23 @@ class TcpListener:
         self.addr = addr or service_config.addr
         self.log = log
         self.server = None
+        self._sock = None   # bound, not yet served
+
+    def bind(self, inherit=None):
+        """Take the listening socket: from ``inherit(addr)`` (a service being
+        replaced on the same address) or a new bind.  Everything that can
+        fail at start-up fails here, before anything serves."""
+        if self._sock is None:
+            self._sock = (inherit(self.addr) if inherit is not None else None) or listen_tcp(self.addr)
+
+    def listening(self):
+        """``{address key: socket}`` of what this listener could hand to a successor."""
+        sock = self.server.socket if self.server is not None else self._sock
+        if sock is None or sock.fileno() < 0:
+            return {}
+        # By the port actually bound: a config that asked for port 0 and is
+        # rewritten with the port it got still names the same socket.
+        return {listen_key(Addr(self.addr.host, sock.getsockname()[1])): sock}
 
     def start(self, handle, gate=None, accept_proxy=False):
         """Serve connections: [PROXY header] -> admission and limits -> [upgrade] -> handle.
@@ -76,6 +95,7 @@ class TcpListener:
         real client, so it is read first; admission runs before any costly
         TLS handshake; the transport upgrade (TLS, WebSocket) comes last.
         """
+        self.bind()
         serve = self.upgrading(handle)
         if gate is not None:
             serve = gate.wrap(serve)
@@ -83,7 +103,8 @@ class TcpListener:
             from gostgev.netio.proxyproto import accepting_proxy_headers
 
             serve = accepting_proxy_headers(serve, self.log)
-        self.server = serve_tcp(listen_tcp(self.addr), serve, self.log)
+        sock, self._sock = self._sock, None
+        self.server = serve_tcp(sock, serve, self.log)
         self.log.info("listening on %s", format_address(self.server.address))
 
     def upgrading(self, handle):
@@ -95,11 +116,16 @@ class TcpListener:
         return self.server.address if self.server else None
 
     def close(self):
-        """Stop accepting; live connections go on."""
+        """Stop accepting (or give up the bound socket); live connections go on."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         if self.server is not None:
             self.server.close()
 
     def stop(self, timeout=None):
+        if self._sock is not None:
+            self.close()
         if self.server is not None:
             self.server.stop(timeout=timeout)
 
@@ -147,10 +173,11 @@ def _server_tls(config, log):
 class TlsListener(_Upgrading):
     kind = "TLS"
 
-    def start(self, handle, gate=None, accept_proxy=False):
+    def bind(self, inherit=None):
         # Built here, not in __init__: a bad certificate is a start-up error of this service.
-        self.tls = _server_tls(self.service_config, self.log)
-        super().start(handle, gate, accept_proxy)
+        if self._sock is None:
+            self.tls = _server_tls(self.service_config, self.log)
+        super().bind(inherit)
 
     def upgrade(self, sock):
         from gostgev.netio.tls import accept_tls
@@ -180,9 +207,11 @@ class WsListener(_Upgrading):
 class WssListener(WsListener):
     kind = "WebSocket over TLS"
 
-    def start(self, handle, gate=None, accept_proxy=False):
-        self.tls = _server_tls(self.service_config, self.log)
-        super().start(handle, gate, accept_proxy)
+    def bind(self, inherit=None):
+        # Built here, not in __init__: a bad certificate is a start-up error of this service.
+        if self._sock is None:
+            self.tls = _server_tls(self.service_config, self.log)
+        super().bind(inherit)
 
     def upgrade(self, sock):
         from gostgev.netio.tls import accept_tls
@@ -206,6 +235,10 @@ class RtcpListener(TcpListener):
         self._loop = None
         self._streams = gevent.pool.Group()
         self._stopping = False
+
+    def bind(self, inherit=None):
+        if self.chain is None:   # a plain local listener, as in GOST
+            super().bind(inherit)
 
     def start(self, handle, gate=None, accept_proxy=False):
         if self.chain is None:
@@ -364,6 +397,17 @@ def serve_tcp(listening, handle, log=None):
     server = AcceptServer(listening, accepted, log if log is not None else get_logger("gostgev.listener"))
     server.start()
     return server
+
+
+def dup_socket(sock):
+    """A second descriptor of the same listening socket (see ``dup(2)``): the
+    socket stays open, with its queued connections, until both are closed."""
+    return socket.socket(fileno=os.dup(sock.fileno()))
+
+
+def listen_key(addr):
+    """What makes two listening addresses the same socket; None for port 0 (any free port)."""
+    return (addr.host.lower(), addr.port) if addr.port else None
 
 
 def listen_tcp(addr):

@@ -8,10 +8,18 @@
   *reconfigured in place*: the listening socket, every open connection and
   every registered tunnel connection stay, and new connections see the new
   nodes, ingress rules, limits and options;
-* a service whose listener changed is replaced (the old one drains).
+* a service whose listener changed is replaced (the old one drains); on
+  the same address the replacement takes over the listening socket.
 
-A configuration that does not load is refused with a log line and the old
-one keeps serving.  Rules added through the API live until the next reload.
+A reload is all or nothing, as nginx and HAProxy promise: a configuration
+that does not load, a socket that cannot be bound, or any other failure
+while the new services are built refuses the whole reload with one log
+line, and every running service, connection and tunnel registration stays
+as it was.
+
+Every service that names an ingress routes with the same live object
+(:class:`gostgev.ingress.IngressStore`).  Rules added or deleted through the
+API stay until a reload changes that ingress's rules in the file.
 """
 
 import logging
@@ -21,11 +29,17 @@ from gevent.lock import Semaphore
 
 from gostgev import metrics
 from gostgev.errors import ConfigError
+from gostgev.ingress import IngressStore
+from gostgev.listener import dup_socket, listen_key
 from gostgev.service import Service, ServiceError
 
-__all__ = ["Runtime", "ApiView"]
+__all__ = ["Runtime", "ApiView", "ReloadRefused"]
 
 log = logging.getLogger("gostgev")
+
+
+class ReloadRefused(Exception):
+    """The new configuration could not be put in place; nothing was changed."""
 
 
 class Runtime:
@@ -35,75 +49,117 @@ class Runtime:
         self.on_reload = on_reload  #: callable(config) after a reload applied, e.g. new log settings
         self.config = None
         self.services = {}
+        self.ingress_store = IngressStore()   #: one live Ingress per name, for every service
         self._lock = Semaphore()    # one reload at a time (SIGHUP and the API may race)
         self._warnings = []         # of the last reload: a quiet one repeats only new ones
 
     def start(self, config):
-        started = {}
         try:
-            for svc_config in config.services:
-                service = Service(svc_config)
-                service.start()
-                started[svc_config.name] = service
-        except ServiceError:
-            self._stop_all(started.values(), 0)
-            raise
-        self.config = config
-        self.services = started
-        metrics.services(len(started))
+            self._apply(config)
+        except ReloadRefused as exc:
+            raise ServiceError(str(exc)) from None
 
     def reload(self, quiet=False):
         """Apply the configuration as it is now on disk; ``(ok, message)``.
 
         ``quiet`` (the periodic reload): a reload that changes nothing is
-        logged at debug level only.
+        logged at debug level only.  A refused reload changes nothing and is
+        logged as one line, whatever refused it.
         """
         with self._lock:
             warnings = []
             try:
                 new = self.load(warnings)
-            except ConfigError as exc:
+                if not quiet or warnings != self._warnings:
+                    for warning in warnings:
+                        log.warning("%s", warning)
+                self._warnings = warnings
+                changes = self._apply(new)
+            except (ConfigError, ReloadRefused) as exc:
                 log.error("reload refused, still serving the previous configuration: %s", exc)
                 return False, str(exc)
-            if not quiet or warnings != self._warnings:
-                for warning in warnings:
-                    log.warning("%s", warning)
-            self._warnings = warnings
-            changes = self._apply(new)
+            except Exception as exc:   # a bug must not take the running services with it
+                log.error("reload refused, still serving the previous configuration: internal error: %r", exc)
+                log.debug("reload failure", exc_info=True)
+                return False, "internal error: %r" % exc
             if self.on_reload is not None:
-                self.on_reload(new)
+                try:
+                    self.on_reload(new)
+                except Exception as exc:
+                    log.error("reload: applying the new settings failed: %r", exc)
             message = "reloaded: %s" % (", ".join(changes) or "nothing changed")
             log.log(logging.DEBUG if quiet and not changes else logging.INFO, "%s", message)
             return True, message
 
     def _apply(self, new):
+        """Put ``new`` in place, all of it or nothing; the list of changes.
+
+        First every new or replaced service is built and bound, and every
+        service reconfigured in place prepares what it adds.  A replacement
+        on the same address takes over its predecessor's listening socket,
+        so there is no moment without a listener and no race for the port.
+        Only when all of that worked is anything retired or switched;
+        otherwise what was built is dropped and :class:`ReloadRefused`
+        says why.
+        """
         old = self.services
-        current, changes = {}, []
-        for name in set(old) - {s.name for s in new.services}:
-            self._retire(old[name])
-            changes.append("-" + name)
+        wanted = {s.name for s in new.services}
+        removed = [old[name] for name in old if name not in wanted]
+        kept, prepared, built, changes = {}, [], [], []
+        replaced = []
         for svc_config in new.services:
             service = old.get(svc_config.name)
             if service is not None and service.config == svc_config:
-                current[svc_config.name] = service
-                continue
-            if service is not None and service.can_reconfigure(svc_config):
-                service.reconfigure(svc_config)
-                current[svc_config.name] = service
-                changes.append("~" + svc_config.name)
-                continue
+                kept[svc_config.name] = service
+            elif service is not None and service.can_reconfigure(svc_config):
+                prepared.append((service, svc_config))
+            else:
+                built.append((service, svc_config))
+                if service is not None:
+                    replaced.append(service)
+        offered = {}
+        for service in removed + replaced:
+            offered.update(service.listening())
+
+        def inherit(addr):
+            sock = offered.pop(listen_key(addr), None) if listen_key(addr) else None
+            return dup_socket(sock) if sock is not None else None
+
+        self.ingress_store.stage()
+        changes_ready, services_ready = [], []
+        try:
+            for service, svc_config in prepared:
+                changes_ready.append((service, service.prepare(svc_config, inherit)))
+            for service, svc_config in built:
+                replacement = Service(svc_config, self.ingress_store)
+                replacement.bind(inherit)
+                services_ready.append((service, replacement))
+        except Exception as exc:
+            for _, change in changes_ready:
+                change.abort()
+            for _, replacement in services_ready:
+                replacement.unbind()
+            self.ingress_store.abort()
+            if isinstance(exc, ServiceError):
+                raise ReloadRefused(str(exc)) from None
+            raise
+        # Nothing below depends on the configuration being good.
+        self.ingress_store.commit(new.ingresses)
+        current = dict(kept)
+        for service in removed:
+            self._retire(service)
+            changes.append("-" + service.config.name)
+        for service, change in changes_ready:
+            change.commit()
+            current[service.config.name] = service
+            changes.append("~" + service.config.name)
+        for service, replacement in services_ready:
             if service is not None:
-                self._retire(service)   # frees the address before the new one binds it
-            replacement = Service(svc_config)
-            try:
-                replacement.start()
-            except ServiceError as exc:
-                log.error("reload: %s", exc)
-                changes.append("!" + svc_config.name)
-                continue
-            current[svc_config.name] = replacement
-            changes.append(("*" if service is not None else "+") + svc_config.name)
-        self.services = current
+                self._retire(service)
+            replacement.serve()
+            current[replacement.config.name] = replacement
+            changes.append(("*" if service is not None else "+") + replacement.config.name)
+        self.services = {s.name: current[s.name] for s in new.services}
         self.config = new
         metrics.services(len(current))
         return changes
@@ -138,8 +194,8 @@ class Runtime:
 
     def ingresses(self):
         """Live Ingress objects by name: the API changes them in place."""
-        found = {}
-        for _, handler in self._tunnel_handlers():
+        found = dict(self.ingress_store.items())
+        for _, handler in self._tunnel_handlers():   # and inline rules, each a handler's own
             for ingress in handler.ingresses:
                 found.setdefault(ingress.name, ingress)
         return found

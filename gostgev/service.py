@@ -9,14 +9,15 @@ service down.
 from gostgev import metrics
 from gostgev.codec.http import simple_response
 from gostgev.codec.sniff import HTTP
-from gostgev.handler import HANDLERS
+from gostgev.handler import HANDLERS, Change
+from gostgev.ingress import IngressStore
 from gostgev.limits import ConnLimiter, RateLimitedLog
 from gostgev.listener import LISTENERS, format_address
 from gostgev.logsetup import get_logger
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
 
-__all__ = ["Service", "ServiceError", "Gate"]
+__all__ = ["Service", "ServiceError", "Gate", "Change"]
 
 #: seconds a refused connection is watched for an HTTP request, so that an
 #: HTTP client over a limit gets a 429 instead of a bare close
@@ -76,8 +77,18 @@ class ServiceError(Exception):
 
 
 class Service:
-    def __init__(self, config):
+    """A listener and a handler.
+
+    Starting has two steps, so that a reload can build every new service
+    before it retires any old one: :meth:`bind` does everything that can
+    fail (sockets, certificates); :meth:`serve` starts accepting and cannot
+    fail for a reason of the configuration.  :meth:`start` is both.
+    """
+
+    def __init__(self, config, ingresses=None):
         self.config = config
+        #: the live ingresses, shared with the other services of the process
+        self.ingresses = ingresses if ingresses is not None else IngressStore()
         self.log = get_logger("gostgev.service", service=config.name,
                               handler=config.handler.type, listener=config.listener.type)
         self.handler = HANDLERS.get(config.handler.type)(config, self.log)
@@ -89,15 +100,33 @@ class Service:
         """The bound ``(host, port, ...)``; useful when the config asked for port 0."""
         return self.listener.address
 
-    def start(self):
+    def start(self, inherit=None):
+        self.bind(inherit)
+        self.serve()
+
+    def bind(self, inherit=None):
+        """Bind every socket (or take it over through ``inherit``); ServiceError if one cannot be."""
         try:
-            self.handler.start(self)
-            self.listener.start(self._handle, gate=self.gate, accept_proxy=self.config.proxy_protocol > 0)
+            self.handler.bind(self, inherit)
+            self.listener.bind(inherit)
         except (OSError, ValueError) as exc:
-            self.handler.stop(0)
+            self.unbind()
             raise ServiceError("service %s: cannot listen on %s: %s"
                                % (self.config.name, getattr(exc, "where", self.config.addr),
                                   getattr(exc, "strerror", None) or exc)) from None
+
+    def unbind(self):
+        """Give up what :meth:`bind` took, for a service that will never serve."""
+        self.listener.close()
+        self.handler.close()
+
+    def serve(self):
+        self.handler.start(self)
+        self.listener.start(self._handle, gate=self.gate, accept_proxy=self.config.proxy_protocol > 0)
+
+    def listening(self):
+        """``{address key: socket}`` of every listening socket, for a successor to take over."""
+        return {**self.handler.listening(), **self.listener.listening()}
 
     def _handle(self, conn, address, target=None):
         token = metrics.request_started(self.config.name)
@@ -118,11 +147,29 @@ class Service:
                 and config.listener == old.listener
                 and config.proxy_protocol == old.proxy_protocol)
 
+    def prepare(self, config, inherit=None):
+        """Get ready to take ``config`` in place; a :class:`Change` to commit or abort.
+
+        ServiceError when something it needs (a new entrypoint's socket)
+        cannot be had; nothing has changed then.
+        """
+        try:
+            change = self.handler.prepare(config, inherit)
+        except (OSError, ValueError) as exc:
+            raise ServiceError("service %s: cannot listen on %s: %s"
+                               % (config.name, getattr(exc, "where", config.addr),
+                                  getattr(exc, "strerror", None) or exc)) from None
+
+        def commit():
+            self.config = config
+            self.gate.update(config)
+            change.commit()
+
+        return Change(commit, change.abort)
+
     def reconfigure(self, config):
         """Apply a reloaded config in place: the listener and live connections stay."""
-        self.config = config
-        self.gate.update(config)
-        self.handler.reconfigure(config)
+        self.prepare(config).commit()
 
     def close(self):
         """Stop accepting; live connections go on."""

@@ -136,6 +136,13 @@ def test_delete_rule(api, runtime):
     ({"hostname": "ok.example.com", "endpoint": "00000000-0000-0000-0000-000000000000"}, "zero UUID"),
     ({"hostname": "ok.example.com"}, "required"),
     ({"hostname": 5, "endpoint": UUID_A}, "required"),
+    ({"hostname": "a\u0000b.example.com", "endpoint": UUID_A}, "control"),
+    ({"hostname": "a\u001bb.example.com", "endpoint": UUID_A}, "control"),
+    ({"hostname": "a\ud800.example.com", "endpoint": UUID_A}, "surrogate"),
+    ({"hostname": "x" * 64 + ".example.com", "endpoint": UUID_A}, "bad label"),
+    ({"hostname": ("a" * 60 + ".") * 4 + "example.com", "endpoint": UUID_A}, "longer than 253"),
+    ({"hostname": "-a.example.com", "endpoint": UUID_A}, "bad label"),
+    ({"hostname": "a..example.com", "endpoint": UUID_A}, "bad label"),
 ])
 def test_bad_rule_is_400_with_the_message(api, runtime, rule, message):
     status, _, body = request(api(), "POST", "/ingresses/ingress-0/rules", rule)

@@ -13,7 +13,7 @@ B = "ac74d9dd-3125-442a-a7c1-f9e49e05faca"
 class FakeConnector:
     def __init__(self, name, weight=0, udp=False, fail=False):
         self.name, self.weight, self.udp, self.fail = name, weight, udp, fail
-        self.closed = False
+        self.closed = self.stalled = False
         self.opened = 0
 
     def open_stream(self):
@@ -193,3 +193,21 @@ def test_a_stale_visitor_does_not_remove_the_tunnel_a_reconnected_client_registe
     assert [c.name for t in registry.tunnels() for c in t.connectors] == ["fresh"]
     registry.remove(tunnel_id, dying)    # a late, second unregister of the dead one
     assert [c.name for t in registry.tunnels() for c in t.connectors] == ["fresh"]
+
+
+@pytest.mark.parametrize("text, key", [
+    ("*.Example.com", ".example.com"), ("a_b.example.com", "a_b.example.com"), ("127.0.0.1", "127.0.0.1"),
+    ("[::1]", "::1"), ("münchen.example", "xn--mnchen-3ya.example"), ("*.münchen.example", ".xn--mnchen-3ya.example"),
+    ("a" * 63 + ".example.com", "a" * 63 + ".example.com"),
+])
+def test_rule_hostnames_are_dns_names(text, key):
+    assert parse_rule_host(text) == key
+
+
+@pytest.mark.parametrize("text", [
+    "a\x00b.com", "a\x7fb.com", "a\nb.com", "a\udcffb.com", "a" * 64 + ".com", ("a" * 62 + ".") * 4 + "com",
+    "-a.com", "a-.com", "a..com", "a:b.com", "a!.com", 5,
+])
+def test_rule_hostnames_that_are_not_dns_names_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_rule_host(text)

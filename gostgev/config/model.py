@@ -126,6 +126,7 @@ class ChainConfig:
 class IngressConfig:
     name: str
     rules: tuple              #: gostgev.ingress.Rule values, in file order
+    shared: bool = True       #: False: a handler's inline rules, not one of ``ingresses``
 
 
 @dataclass(frozen=True, slots=True)

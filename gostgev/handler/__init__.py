@@ -9,9 +9,19 @@ by ``parse_options`` so that a bad value is reported before anything starts.
 
 from gostgev.registry import Registry
 
-__all__ = ["HANDLERS", "Handler"]
+__all__ = ["HANDLERS", "Handler", "Change"]
 
 HANDLERS = Registry("handler")
+
+
+class Change:
+    """A prepared reconfiguration: ``commit()`` applies it, ``abort()`` gives back what it took."""
+
+    __slots__ = ("commit", "abort")
+
+    def __init__(self, commit, abort=None):
+        self.commit = commit
+        self.abort = abort or (lambda: None)
 
 
 class Handler:
@@ -38,8 +48,26 @@ class Handler:
         self.config = service_config
         self.options = service_config.handler.options
 
+    def prepare(self, service_config, inherit=None):
+        """Everything :meth:`reconfigure` needs that can fail, done now; a :class:`Change`.
+
+        Handlers with listeners of their own bind the new ones here.
+        """
+        return Change(lambda: self.reconfigure(service_config))
+
+    def bind(self, service, inherit=None):
+        """Before the service binds: handlers with listeners of their own bind them here.
+
+        ``inherit(addr)`` returns a listening socket a retiring service
+        hands over for that address, or None.
+        """
+
+    def listening(self):
+        """``{address key: socket}`` of the handler's own listeners."""
+        return {}
+
     def start(self, service):
-        """Called before the service listens; handlers with listeners of their own open them here."""
+        """After :meth:`bind`: start serving the handler's own listeners."""
 
     def close(self):
         """Stop accepting on the handler's own listeners, if any."""

@@ -34,9 +34,9 @@ from gostgev.codec.http import simple_response
 from gostgev.codec.sniff import HTTP, RELAY, TLS
 from gostgev.config.model import IngressConfig
 from gostgev.errors import ProtocolError
-from gostgev.handler import HANDLERS, Handler
+from gostgev.handler import HANDLERS, Change, Handler
 from gostgev.handler.http1 import Forwarding, Refused, Route, forwarded_style, request_reporter, serve_http
-from gostgev.ingress import Ingress, Rule, parse_endpoint, parse_rule_host
+from gostgev.ingress import Rule, parse_endpoint, parse_rule_host
 from gostgev.listener import TcpListener, format_address
 from gostgev.netio.close import close_gently
 from gostgev.netio.mux import MuxConfig, MuxSession
@@ -88,7 +88,7 @@ def _inline_rules(text):
             if not sep:
                 raise ValueError("tunnel: %r is not host:uuid" % item)
             rules.append(Rule(parse_rule_host(host), parse_endpoint(endpoint)))
-    return IngressConfig(name="tunnel", rules=tuple(rules))
+    return IngressConfig(name="tunnel", rules=tuple(rules), shared=False)
 
 
 def _ingress_named(name, context, key):
@@ -142,72 +142,105 @@ class TunnelHandler(Handler):
         #: session that dies later must not announce through whichever
         #: cluster happens to be current then
         self.cluster = None
-        opts = self.options
-        self.ingress = Ingress(opts.ingress.name, opts.ingress.rules) if opts.ingress else None
-        self.entrypoints = [Entrypoint(self, addr, self._ingress_for(cfg)) for addr, cfg in opts.entrypoints]
-        self._collect_ingresses()
+        self.ingress = None
+        self.ingresses = []
+        self.entrypoints = []
+
+    def _resolver(self, store):
+        """Ingress configs -> live Ingress objects; one object per name within one configuration,
+        so the handler and its entrypoints that name the same rules share them."""
+        seen = {}
+
+        def resolve(config):
+            if config is None:
+                return None
+            if config.name not in seen:
+                seen[config.name] = store.resolve(config)
+            return seen[config.name]
+
+        return resolve
 
     def _collect_ingresses(self):
         # Every ingress this handler routes with: what "registered" means for tunnel.strict.
         self.ingresses = [i for i in [self.ingress] + [ep.ingress for ep in self.entrypoints] if i is not None]
 
-    def _ingress_for(self, config):
-        if config is None:
-            return None
-        if self.ingress is not None and config.name == self.ingress.name:
-            return self.ingress   # shared, so run-time rule changes reach both
-        return Ingress(config.name, config.rules)
-
     def reconfigure(self, service_config):
         """New rules and options; registered tunnel connections and the registry stay."""
-        super().reconfigure(service_config)
-        opts = self.options
-        if opts.ingress is None:
-            self.ingress = None
-        elif self.ingress is not None and self.ingress.name == opts.ingress.name:
-            self.ingress.replace(opts.ingress.rules)
-        else:
-            self.ingress = Ingress(opts.ingress.name, opts.ingress.rules)
+        self.prepare(service_config).commit()
+
+    def prepare(self, service_config, inherit=None):
+        """Bind the entrypoints ``service_config`` adds; commit swaps them in, abort closes them."""
+        opts = service_config.handler.options
+        resolve = self._resolver(self.service.ingresses)
         running = {str(ep.addr): ep for ep in self.entrypoints}
-        entrypoints = []
-        for addr, cfg in opts.entrypoints:
-            entrypoint = running.pop(str(addr), None)
-            ingress = self._ingress_for(cfg)
-            if entrypoint is None:
-                entrypoint = Entrypoint(self, addr, ingress)
-                try:
+        planned, added = [], []
+        try:
+            for addr, cfg in opts.entrypoints:
+                entrypoint = running.get(str(addr))
+                if entrypoint is None:
+                    entrypoint = Entrypoint(self, addr, None)
+                    added.append(entrypoint)
+                    entrypoint.bind(inherit)
+                planned.append((entrypoint, resolve(cfg)))
+        except OSError as exc:
+            for entrypoint in added:
+                entrypoint.close()
+            exc.where = "entrypoint %s" % addr
+            raise
+        ingress = resolve(opts.ingress)
+
+        def commit():
+            Handler.reconfigure(self, service_config)
+            self.ingress = ingress
+            kept = set()
+            for entrypoint, entry_ingress in planned:
+                entrypoint.ingress = entry_ingress
+                kept.add(entrypoint)
+                if entrypoint in added:
                     entrypoint.start(self.service.gate)
-                except OSError as exc:
-                    self.log.error("entrypoint %s: cannot listen: %s", addr, exc.strerror or exc)
-                    continue
-            elif ingress is not None and entrypoint.ingress is not None and ingress is not self.ingress:
-                entrypoint.ingress.replace(ingress.rules)
-            else:
-                entrypoint.ingress = ingress
-            entrypoints.append(entrypoint)
-        for gone in running.values():
-            gone.close()
-            gevent.spawn(gone.stop, 10)
-        self.entrypoints = entrypoints
-        self._collect_ingresses()
+            for gone in self.entrypoints:
+                if gone not in kept:
+                    gone.close()
+                    gevent.spawn(gone.stop, 10)
+            self.entrypoints = [entrypoint for entrypoint, _ in planned]
+            self._collect_ingresses()
+
+        def abort():
+            for entrypoint in added:
+                entrypoint.close()
+
+        return Change(commit, abort)
 
     # -- lifecycle ----------------------------------------------------------------
+
+    def bind(self, service, inherit=None):
+        self.service = service
+        opts = self.options
+        resolve = self._resolver(service.ingresses)
+        self.ingress = resolve(opts.ingress)
+        self.entrypoints = [Entrypoint(self, addr, resolve(cfg)) for addr, cfg in opts.entrypoints]
+        self._collect_ingresses()
+        for entrypoint in self.entrypoints:
+            try:
+                entrypoint.bind(inherit)
+            except OSError as exc:
+                self.close()
+                exc.where = "entrypoint %s" % entrypoint.addr
+                raise
+
+    def listening(self):
+        found = {}
+        for entrypoint in self.entrypoints:
+            found.update(entrypoint.listener.listening())
+        return found
 
     def start(self, service):
         self.service = service
         self.cluster = cluster.current
         if self.cluster is not None:
             self.cluster.serve(self.config.name, self._handed_over)
-        started = []
-        try:
-            for entrypoint in self.entrypoints:
-                entrypoint.start(service.gate)
-                started.append(entrypoint)
-        except OSError as exc:
-            for entrypoint in started:
-                entrypoint.stop(0)
-            exc.where = "entrypoint %s" % entrypoint.addr
-            raise
+        for entrypoint in self.entrypoints:
+            entrypoint.start(service.gate)
 
     def close(self):
         for entrypoint in self.entrypoints:
@@ -553,6 +586,9 @@ class Entrypoint:
     @property
     def address(self):
         return self.listener.address
+
+    def bind(self, inherit=None):
+        self.listener.bind(inherit)
 
     def start(self, gate):
         """Listen; the service's admission and connection limits apply here too."""
