@@ -24,8 +24,9 @@ import yaml
 from gostgev import __version__, cluster, metrics
 from gostgev import listener as listener_module
 from gostgev.api import ApiServer
+from gostgev.components import build_config
 from gostgev.config.dump import to_raw
-from gostgev.config.load import build_config, read_file
+from gostgev.config.load import read_file
 from gostgev.config.model import LOG_LEVELS
 from gostgev.config.spec import apply_cli
 from gostgev.config.values import parse_duration

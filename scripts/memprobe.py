@@ -23,7 +23,7 @@ from gevent.server import StreamServer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gostgev.config.load import build_config  # noqa: E402
+from gostgev.components import build_config  # noqa: E402
 from gostgev.service import Service  # noqa: E402
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

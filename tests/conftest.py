@@ -14,7 +14,7 @@ import pytest
 from gevent import socket, ssl
 from gevent.server import StreamServer
 
-from gostgev.config.load import build_config
+from gostgev.components import build_config
 from gostgev.service import Service
 
 LOCALHOST = "127.0.0.1"

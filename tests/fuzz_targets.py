@@ -28,7 +28,7 @@ from gostgev.codec.proxyproto import MAX_V1_BYTES, MAX_V2_BYTES, ProxyHeader, pa
 from gostgev.codec.relay import HEADER_BYTES, MAX_FEATURES_BYTES, Request, Response, parse_request, parse_response
 from gostgev.codec.sniff import HTTP, RAW, RELAY, TLS, detect
 from gostgev.codec.tls import MAX_CLIENT_HELLO_BYTES, MAX_HOST_NAME_BYTES, ClientHello, parse_client_hello
-from gostgev.config.load import build_config, load_file
+from gostgev.components import build_config, load_file
 from gostgev.config.model import Config
 from gostgev.errors import ConfigError, RemoteProtocolError
 

@@ -119,7 +119,7 @@ def test_demo_serves_then_stops_cleanly_on_sigterm(tmp_path):
 
 @pytest.mark.parametrize("name", ["gost.yaml", "reverse-proxy.yaml", "tunnel-server.yaml", "tunnel-client.yaml"])
 def test_shipped_configs_load_without_warnings(name):
-    from gostgev.config.load import load_file
+    from gostgev.components import load_file
 
     warnings = []
     config = load_file(os.path.join(ROOT, "etc", name), warnings)
@@ -128,7 +128,7 @@ def test_shipped_configs_load_without_warnings(name):
 
 def test_printed_tunnel_demo_loads_again(tmp_path):
     """-O keeps chains, chain references and ingresses: what it prints is a working config."""
-    from gostgev.config.load import build_config
+    from gostgev.components import build_config
 
     result = gostgev("-c", "etc/gost.yaml", "-O", "yaml")
     assert result.returncode == 0, result.stderr

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gostgev.config.load import build_config, load_file
+from gostgev.components import build_config, load_file
 from gostgev.config.values import parse_bool, parse_duration, parse_int
 from gostgev.errors import ConfigError
 

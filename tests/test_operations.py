@@ -9,7 +9,7 @@ import pytest
 
 from gostgev import metrics
 from gostgev.cli import start_admin
-from gostgev.config.load import build_config
+from gostgev.components import build_config
 from gostgev.runtime import Runtime
 from tests.conftest import connect, http_get, name_responder, recv_all, wait_until
 from tests.test_tunnel import TUNNEL_A, client_config

@@ -12,7 +12,7 @@ import gevent
 import pytest
 import yaml
 
-from gostgev.config.load import build_config
+from gostgev.components import build_config
 from gostgev.errors import ConfigError
 from gostgev.runtime import Runtime
 from tests.conftest import connect, http_get, name_responder, wait_until

@@ -17,7 +17,7 @@ import yaml
 
 from gostgev.api import ApiServer
 from gostgev.codec import relay
-from gostgev.config.load import load_file
+from gostgev.components import load_file
 from gostgev.runtime import ApiView, Runtime
 from tests.conftest import http_get, name_responder, wait_until
 from tests.test_api import request

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gostgev.config.load import build_config
+from gostgev.components import build_config
 from gostgev.config.spec import apply_cli, hop_from_url, service_from_url
 
 

@@ -7,10 +7,13 @@ Keys we do not know are collected as warnings, never silently dropped.
 
 import json
 import os
+from dataclasses import dataclass
 
 import yaml
 
 from gostgev.addr import normalize_host, parse_addr
+from gostgev.auth import Auther, User, load_users_file
+from gostgev.codec.relay import TunnelID
 from gostgev.config.model import (
     LOG_LEVELS,
     STRATEGIES,
@@ -35,9 +38,11 @@ from gostgev.config.model import (
 )
 from gostgev.config.section import Metadata, Section, join_path, unknown_key
 from gostgev.errors import ConfigError
+from gostgev.ingress import Rule, parse_endpoint, parse_rule_host
+from gostgev.limits import Admission, ConnLimiter, parse_network
 from gostgev.textfile import read_text
 
-__all__ = ["load_file", "read_file", "build_config"]
+__all__ = ["load_file", "read_file", "build_config", "Components"]
 
 # Top-level sections of GOST v3 that gostgev does not implement (yet); they are
 # accepted so a GOST file loads unchanged, with one warning each.
@@ -111,12 +116,31 @@ def read_file(path):
         raise ConfigError(path, "nested too deeply") from None
 
 
-def load_file(path, warnings):
-    return build_config(read_file(path), warnings, base_dir=os.path.dirname(os.path.abspath(path)))
+@dataclass(frozen=True, slots=True)
+class Components:
+    """What a configuration may name, given by the caller (``gostgev.components``):
+    this package parses and checks, and imports no implementation."""
+
+    handlers: object     #: Registry of handler classes (``parse_options``, ``accepts_chain``...)
+    listeners: object    #: Registry of listener classes
+    connectors: object   #: Registry of connector classes
+    dialers: object      #: Registry of dialer classes
+    check_tls: object    #: callable(cert_file, key_file, ca_file); ValueError on a bad file
 
 
-def build_config(raw, warnings, base_dir="."):
+@dataclass(frozen=True, slots=True)
+class _Env:
+    base_dir: str
+    components: Components
+
+
+def load_file(path, warnings, components):
+    return build_config(read_file(path), warnings, components, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def build_config(raw, warnings, components, base_dir="."):
     """Check the raw document and build the typed model."""
+    env = _Env(base_dir, components)
     root = Section(raw, "", warnings)
     hops = {}
     for hop in root.sections("hops"):
@@ -125,17 +149,17 @@ def build_config(raw, warnings, base_dir="."):
             raise ConfigError(hop.key_path("name"), "required")
         if name in hops:
             raise ConfigError(hop.key_path("name"), "duplicate hop name %r" % name)
-        hops[name] = _forwarder(hop, hops={}, base_dir=base_dir)
+        hops[name] = _forwarder(hop, hops={}, env=env)
     ingresses = _named(root, "ingresses", _ingress)
-    chains = _named(root, "chains", lambda sec, name: _chain(sec, name, base_dir))
+    chains = _named(root, "chains", lambda sec, name: _chain(sec, name, env))
     authers = _named(root, "authers", lambda sec, name: _auther(sec, base_dir))
     admissions = _named(root, "admissions", _admission)
     climiters = _named(root, "climiters", _climiter)
-    default_tls = _tls(root.section("tls"), base_dir)
-    components = {"authers": authers, "admissions": admissions, "climiters": climiters, "tls": default_tls}
+    default_tls = _tls(root.section("tls"), env)
+    named = {"authers": authers, "admissions": admissions, "climiters": climiters, "tls": default_tls}
     services, names = [], set()
     for index, svc in enumerate(root.sections("services")):
-        service = _service(svc, index, hops, chains, ingresses, components, base_dir)
+        service = _service(svc, index, hops, chains, ingresses, named, env)
         if service.name in names:
             raise ConfigError(svc.key_path("name"), "duplicate service name %r" % service.name)
         names.add(service.name)
@@ -194,11 +218,8 @@ def _log(sec):
     return LogConfig(level=level, format=fmt, output=output)
 
 
-def _service(svc, index, hops, chains, ingresses, components, base_dir):
-    # Imported here: the registries live with the gevent code that fills them,
-    # and only a full load needs them.
-    from gostgev.handler import HANDLERS
-    from gostgev.listener import LISTENERS
+def _service(svc, index, hops, chains, ingresses, components, env):
+    handlers, listeners = env.components.handlers, env.components.listeners
 
     name = svc.str("name") or "service-%d" % index
     handler_sec = svc.section("handler")
@@ -206,14 +227,14 @@ def _service(svc, index, hops, chains, ingresses, components, base_dir):
         raise svc.missing("handler")
     listener_sec = svc.section("listener")
     listener_type = (listener_sec.str("type") if listener_sec else None) or "tcp"
-    if listener_type not in LISTENERS:
-        raise ConfigError(listener_sec.key_path("type"), _unknown("listener", listener_type, LISTENERS))
+    if listener_type not in listeners:
+        raise ConfigError(listener_sec.key_path("type"), _unknown("listener", listener_type, listeners))
     handler_type = handler_sec.str("type")
     if not handler_type:
-        raise handler_sec.missing("type", "required (known: %s)" % ", ".join(HANDLERS.names()))
-    handler_cls = HANDLERS.get(handler_type)
+        raise handler_sec.missing("type", "required (known: %s)" % ", ".join(handlers.names()))
+    handler_cls = handlers.get(handler_type)
     if handler_cls is None:
-        raise ConfigError(handler_sec.key_path("type"), _unknown("handler", handler_type, HANDLERS))
+        raise ConfigError(handler_sec.key_path("type"), _unknown("handler", handler_type, handlers))
 
     addr_text = svc.str("addr")
     if not addr_text:
@@ -226,10 +247,10 @@ def _service(svc, index, hops, chains, ingresses, components, base_dir):
     forwarder = None
     fwd_sec = svc.section("forwarder")
     if fwd_sec is not None:
-        forwarder = _forwarder(fwd_sec, hops, base_dir)
+        forwarder = _forwarder(fwd_sec, hops, env)
     handler_md = handler_sec.metadata()
     auther = _handler_auther(handler_sec, components["authers"])
-    context = LoadContext(base_dir=base_dir, ingresses=ingresses, auther=auther, warn=svc.warn)
+    context = LoadContext(base_dir=env.base_dir, ingresses=ingresses, auther=auther, warn=svc.warn)
     try:
         options = handler_cls.parse_options(handler_md, context)
     except ValueError as exc:
@@ -247,12 +268,12 @@ def _service(svc, index, hops, chains, ingresses, components, base_dir):
     if listener_sec is not None:
         listener_md = listener_sec.metadata()
         listener_chain = _chain_ref(listener_sec, chains)
-        listener_tls = _tls(listener_sec.section("tls"), base_dir) or listener_tls
+        listener_tls = _tls(listener_sec.section("tls"), env) or listener_tls
         listener_sec.unsupported("auth", "auther", "authers", "chaingroup")
         listener_sec.finish()
-    if listener_chain is not None and not LISTENERS.get(listener_type).accepts_chain:
+    if listener_chain is not None and not listeners.get(listener_type).accepts_chain:
         raise ConfigError(listener_sec.key_path("chain"), "listener %r cannot use a chain" % listener_type)
-    listener_options = _options(LISTENERS.get(listener_type), listener_md)
+    listener_options = _options(listeners.get(listener_type), listener_md)
     admission = _refs(svc, ("admission", "admissions"), components["admissions"], "admission")
     climits = _refs(svc, ("climiter",), components["climiters"], "climiter")
     service_md = svc.metadata()
@@ -333,8 +354,6 @@ def _refs(sec, keys, table, kind):
 
 
 def _handler_auther(sec, authers):
-    from gostgev.auth import Auther, User
-
     users = []
     single = _auth(sec.section("auth"))
     if single is not None:
@@ -346,9 +365,6 @@ def _handler_auther(sec, authers):
 
 def _auther(sec, base_dir):
     """A named auther as a list of users (inline auths, then the users file)."""
-    from gostgev.auth import User, load_users_file
-    from gostgev.codec.relay import TunnelID
-
     users = []
     for entry in sec.sections("auths"):
         username = entry.str("username") or ""
@@ -375,8 +391,6 @@ def _auther(sec, base_dir):
 
 
 def _admission(sec, name):
-    from gostgev.limits import Admission, parse_network
-
     networks = []
     matchers = sec.raw("matchers", [])
     for i, text in enumerate(matchers if isinstance(matchers, list) else [matchers]):
@@ -391,8 +405,6 @@ def _admission(sec, name):
 
 
 def _climiter(sec, name):
-    from gostgev.limits import ConnLimiter
-
     limits = sec.raw("limits", [])
     limits = tuple(str(x) for x in (limits if isinstance(limits, list) else [limits]))
     try:
@@ -413,8 +425,6 @@ def _auth(sec):
 
 
 def _ingress(sec, name):
-    from gostgev.ingress import Rule, parse_endpoint, parse_rule_host
-
     rules = []
     for rule in sec.sections("rules"):
         try:
@@ -432,7 +442,7 @@ def _ingress(sec, name):
     return IngressConfig(name=name, rules=tuple(rules))
 
 
-def _tls(sec, base_dir):
+def _tls(sec, env):
     """A ``tls`` block; files are checked here so a typo is a config error, not a crash later."""
     if sec is None:
         return None
@@ -440,16 +450,14 @@ def _tls(sec, base_dir):
     for key in ("certFile", "keyFile", "caFile"):
         path = sec.str(key)
         if path:
-            path = os.path.join(base_dir, path)
+            path = os.path.join(env.base_dir, path)
             if not os.path.isfile(path):
                 raise ConfigError(sec.key_path(key), "no such file: %s" % path)
         files[key] = path
     if bool(files["certFile"]) != bool(files["keyFile"]):
         raise ConfigError(sec.path, "certFile and keyFile go together")
-    from gostgev.netio.tls import check_files
-
     try:
-        check_files(files["certFile"], files["keyFile"], files["caFile"])
+        env.components.check_tls(files["certFile"], files["keyFile"], files["caFile"])
     except ValueError as exc:
         raise ConfigError(sec.path, str(exc).removeprefix("tls: ")) from None
     config = TLSConfig(cert_file=files["certFile"], key_file=files["keyFile"], ca_file=files["caFile"],
@@ -459,12 +467,12 @@ def _tls(sec, base_dir):
     return config
 
 
-def _chain(sec, name, base_dir):
+def _chain(sec, name, env):
     hops = []
     for hop in sec.sections("hops"):
         hop_name = hop.str("name") or "hop-%d" % len(hops)
         selector = _selector(hop.section("selector"))
-        nodes = tuple(_chain_node(node, i, base_dir) for i, node in enumerate(hop.sections("nodes")))
+        nodes = tuple(_chain_node(node, i, env) for i, node in enumerate(hop.sections("nodes")))
         if not nodes:
             raise hop.missing("nodes", "a chain hop needs nodes")
         hop_md = hop.metadata()
@@ -482,9 +490,8 @@ def _chain(sec, name, base_dir):
     return ChainConfig(name=name, hops=tuple(hops))
 
 
-def _chain_node(sec, index, base_dir):
-    from gostgev.connector import CONNECTORS
-    from gostgev.dialer import DIALERS
+def _chain_node(sec, index, env):
+    connectors, dialers = env.components.connectors, env.components.dialers
 
     name = sec.str("name") or "node-%d" % index
     addr = sec.str("addr")
@@ -496,22 +503,22 @@ def _chain_node(sec, index, base_dir):
         raise ConfigError(sec.key_path("addr"), str(exc)) from None
     conn = sec.section("connector")
     conn_type = (conn.str("type") if conn else None) or "http"
-    if conn_type not in CONNECTORS:
+    if conn_type not in connectors:
         raise ConfigError((conn or sec).key_path("type" if conn else "connector"),
-                          _unknown("connector", conn_type, CONNECTORS))
+                          _unknown("connector", conn_type, connectors))
     conn_md = conn.metadata() if conn else Metadata({}, sec.key_path("connector") + ".metadata")
-    connector = ConnectorConfig(type=conn_type, metadata=conn_md, options=_options(CONNECTORS.get(conn_type), conn_md),
+    connector = ConnectorConfig(type=conn_type, metadata=conn_md, options=_options(connectors.get(conn_type), conn_md),
                                 auth=_auth(conn.section("auth")) if conn else None)
     if conn is not None:
         conn.finish()
     dial = sec.section("dialer")
     dial_type = (dial.str("type") if dial else None) or "tcp"
-    if dial_type not in DIALERS:
+    if dial_type not in dialers:
         raise ConfigError((dial or sec).key_path("type" if dial else "dialer"),
-                          _unknown("dialer", dial_type, DIALERS))
+                          _unknown("dialer", dial_type, dialers))
     dial_md = dial.metadata() if dial else Metadata({}, sec.key_path("dialer") + ".metadata")
-    dialer = DialerConfig(type=dial_type, metadata=dial_md, options=_options(DIALERS.get(dial_type), dial_md),
-                          tls=_tls(dial.section("tls"), base_dir) if dial else None)
+    dialer = DialerConfig(type=dial_type, metadata=dial_md, options=_options(dialers.get(dial_type), dial_md),
+                          tls=_tls(dial.section("tls"), env) if dial else None)
     if dial is not None:
         dial.unsupported("auth")
         dial.finish()
@@ -529,7 +536,7 @@ def _unknown(kind, value, registry):
     return 'unknown %s "%s" (known: %s)' % (kind, value, ", ".join(registry.names()))
 
 
-def _forwarder(sec, hops, base_dir):
+def _forwarder(sec, hops, env):
     hop_name = sec.str("hop")
     if hop_name is not None and not sec.has("nodes"):
         if hop_name not in hops:
