@@ -10,7 +10,7 @@ from gostgev.connector import CONNECTORS
 from gostgev.dialer import DIALERS
 from gostgev.handler import HANDLERS
 from gostgev.listener import LISTENERS
-from gostgev.netio.tls import check_files
+from gostgev.netio.tlscontext import check_files
 
 __all__ = ["COMPONENTS", "build_config", "load_file"]
 

@@ -93,7 +93,7 @@ def _server_name(config, host):
 
 
 def client_tls(config):
-    from gostgev.netio.tls import TLSClientConfig, client_context
+    from gostgev.netio.tlscontext import TLSClientConfig, client_context
 
     tls = config.tls
     return client_context(TLSClientConfig(

@@ -161,7 +161,7 @@ class _Upgrading(TcpListener):
 
 def _server_tls(config, log):
     """The listener's TLS context; a self-signed certificate when none is configured."""
-    from gostgev.netio.tls import TLSServerConfig, server_context
+    from gostgev.netio.tlscontext import TLSServerConfig, server_context
 
     tls = config.listener.tls if config is not None else None
     return server_context(TLSServerConfig(cert_file=tls.cert_file if tls else None,

@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from gevent import socket, ssl
 from gevent.server import StreamServer
 
-from gostgev.netio import tls as tlsmod
+from gostgev.netio import tlscontext
 from gostgev.netio.pipe import pipe
 from gostgev.netio.tls import (
     TLSClientConfig,
@@ -538,7 +538,7 @@ def test_missing_and_bad_files_raise_value_error_naming_the_file(pki, tmp_path):
     ("a*.example.com", "ab.example.com", False),
 ])
 def test_host_name_matching(pattern, host, ok):
-    assert tlsmod._name_matches(pattern, host) is ok
+    assert tlscontext._name_matches(pattern, host) is ok
 
 
 # -- throughput ------------------------------------------------------------------------
