@@ -35,13 +35,40 @@ Framing (RFC 9112 6.1-6.3, 7.1):
   the connection into a raw byte pipe.  The client's bytes after such a
   request are held until the answer says which way to read them
   (:meth:`RequestTracker.upgrade_answered`).
+
+The events and the body reader are in :mod:`gostgev.codec.h1framing`, head
+parsing in :mod:`gostgev.codec.http`; this module ties them together.
 """
 
 import re
-from typing import NamedTuple
 
 from gostgev.addr import host_without_port, normalize_host
-from gostgev.codec.http import HEADER_PAIRS, MAX_HEADERS, MAX_REQUEST_HEAD_BYTES, RequestHead, parse_request_head
+from gostgev.codec.h1framing import (
+    _DONE,
+    _HEAD,
+    _HOLD,
+    _RAW,
+    _UNTIL_CLOSE,
+    END,
+    MAX_CHUNK_LINE,
+    UPGRADED,
+    Data,
+    Interim,
+    Request,
+    Response,
+    _Body,
+    _connection_tokens,
+    _framing,
+    _still_partial,
+    _window,
+)
+from gostgev.codec.http import (
+    MAX_REQUEST_HEAD_BYTES,
+    MAX_RESPONSE_HEAD_BYTES,
+    ResponseHead,
+    parse_request_head,
+    parse_response_head,
+)
 from gostgev.errors import RemoteProtocolError
 
 __all__ = [
@@ -49,236 +76,10 @@ __all__ = [
     "MAX_CHUNK_LINE", "MAX_RESPONSE_HEAD_BYTES", "parse_response_head", "ResponseHead",
 ]
 
-#: A chunk-size line is hex digits plus optional extensions, which nothing
-#: we know of uses; 4 KiB is far beyond any real one and bounds what a
-#: hostile client makes us scan per line.
-MAX_CHUNK_LINE = 4096
-
-#: Response heads: Set-Cookie lists and CSP headers make them bigger than
-#: request heads; nginx's proxy_buffer_size default is 4-8 KiB and HAProxy's
-#: tune.bufsize 16 KiB, so 64 KiB leaves room without being unbounded.
-MAX_RESPONSE_HEAD_BYTES = 64 * 1024
-
-#: Trailers follow the head's limit: they are header lines too.
-MAX_TRAILER_BYTES = MAX_REQUEST_HEAD_BYTES
-
 # How much of a feed a head parse looks at (the head limit plus the h2 preface tail).
 _HEAD_WINDOW = MAX_REQUEST_HEAD_BYTES + 8
 
-
-class Request(NamedTuple):
-    """A complete request head; ``raw`` is its bytes as the client sent them."""
-
-    head: RequestHead
-    raw: bytes
-
-
-class Response(NamedTuple):
-    """The head of a final response (status >= 200, or 101); ``raw`` is its bytes."""
-
-    status: int
-    keep_alive: bool    #: False: the server will close after this response
-    length: int         #: bytes of the head
-    raw: bytes
-    until_close: bool   #: the body runs until the server closes (no length, not chunked)
-
-
-class Interim(NamedTuple):
-    """A 1xx response other than 101 (``100 Continue``); the final one follows."""
-
-    status: int
-    raw: bytes
-
-
-class Data(NamedTuple):
-    """``data[start:end]`` of the last feed belongs to the current message (or the raw pipe)."""
-
-    start: int
-    end: int
-
-
-class _Marker:
-    __slots__ = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return self.name
-
-
-#: the current message is complete
-END = _Marker("END")
-#: the connection is now a raw pipe in both directions
-UPGRADED = _Marker("UPGRADED")
-
-# Tracker states
-_HEAD, _LENGTH, _CHUNK_LINE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _HOLD, _RAW, _DONE = range(10)
-
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
-_DIGITS = re.compile(r"[0-9]{1,18}")
-_END_OF_HEAD = re.compile(rb"\n\r?\n")
-_STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
-_HEADER_LINE = re.compile(r"([-!#$%&'*+.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*")
-_BAD_VALUE_CHAR = re.compile(r"[\x00\r\n]")
-# A CRLF-terminated head with well-formed lines, in one match (the line-by-line
-# parser below handles, and names the faults of, everything else).
-_FAST_RESPONSE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?\r\n"
-                            r"((?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[^\x00\r\n]*\r\n)*)\r\n")
-
-
-def _connection_tokens(headers):
-    """The lower-case tokens of every ``Connection`` header."""
-    tokens = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            tokens.update(t.strip().lower() for t in value.split(","))
-    return tokens
-
-
-def _framing(headers, what, request):
-    """``(chunked, length)`` from Transfer-Encoding and Content-Length (RFC 9112 6).
-
-    ``length`` is None when no Content-Length was given.  Anything that
-    could be read two ways raises.
-    """
-    encodings, lengths = [], []
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "transfer-encoding":
-            encodings.extend(e.strip().lower() for e in value.split(","))
-        elif lower == "content-length":
-            lengths.append(value)
-    if encodings and lengths:
-        raise RemoteProtocolError("%s with both Transfer-Encoding and Content-Length" % what)
-    if encodings:
-        if encodings[-1] != "chunked" or encodings.count("chunked") != 1:
-            if request:
-                raise RemoteProtocolError("request with Transfer-Encoding %r, not chunked last"
-                                          % ", ".join(encodings)[:100])
-            return False, None   # a response: read until the server closes
-        return True, None
-    if not lengths:
-        return False, None
-    if len(lengths) > 1:
-        raise RemoteProtocolError("%s with %d Content-Length headers" % (what, len(lengths)))
-    if not _DIGITS.fullmatch(lengths[0]):
-        raise RemoteProtocolError("%s with invalid Content-Length %r" % (what, lengths[0][:40]))
-    return False, int(lengths[0])
-
-
 _LEADING_BLANK_LINES = re.compile(rb"(?:\r?\n)*")
-
-
-def _window(data, pos, size, limit):
-    """At most ``limit`` bytes of ``data`` from ``pos``, without copying them."""
-    if pos == 0 and size <= limit:
-        return data
-    return memoryview(data)[pos:min(size, pos + limit)]
-
-
-def _still_partial(seen, buffered, limit, what):
-    """True when ``buffered``, whose first ``seen`` bytes held no whole head, still holds none.
-
-    Only the new bytes (and the two before them) are searched for the blank
-    line that ends a head, so a head sent a byte at a time costs linear work,
-    not quadratic.
-    """
-    if _END_OF_HEAD.search(buffered, max(0, seen - 2)) is not None:
-        return False
-    if len(buffered) >= limit:
-        raise RemoteProtocolError("%s head larger than %d bytes" % (what, limit))
-    return True
-
-
-class _Body:
-    """The body reader shared by both directions: counts, never copies."""
-
-    __slots__ = ("state", "remaining", "line", "trailer_bytes")
-
-    def __init__(self):
-        self.state = _HEAD
-        self.remaining = 0
-        self.line = b""           # a partial chunk-size or trailer line
-        self.trailer_bytes = 0
-
-    def start(self, chunked, length):
-        """Enter the body of a message; True when it has none."""
-        if chunked:
-            self.state, self.line = _CHUNK_LINE, b""
-            return False
-        if length:
-            self.state, self.remaining = _LENGTH, length
-            return False
-        return True
-
-    def read(self, data, pos, size, events):
-        """:meth:`consume`, reporting the bytes it took as one ``Data`` event."""
-        new, finished = self.consume(data, pos, size)
-        if new > pos:
-            events.append(Data(pos, new))
-        return new, finished
-
-    def consume(self, data, pos, size):
-        """Read body bytes from ``pos``; ``(new pos, finished)``."""
-        while pos < size:
-            state = self.state
-            if state == _LENGTH:
-                take = min(self.remaining, size - pos)
-                self.remaining -= take
-                pos += take
-                if not self.remaining:
-                    return pos, True
-            elif state == _CHUNK_DATA:
-                take = min(self.remaining, size - pos)
-                self.remaining -= take
-                pos += take
-                if not self.remaining:
-                    self.state, self.line = _CHUNK_CRLF, b""
-            elif state == _CHUNK_LINE or state == _CHUNK_CRLF or state == _TRAILERS:
-                end = data.find(b"\n", pos, size)
-                stop = size if end < 0 else end + 1
-                line = self.line + bytes(data[pos:stop])
-                pos = stop
-                if end < 0:
-                    if state == _CHUNK_CRLF and not b"\r\n".startswith(line):
-                        # Refused at the first byte too many, before it is passed on.
-                        raise RemoteProtocolError("chunk data longer than its size: %r" % line[:40])
-                    # (+1 for trailers: the CR of the blank line that ends them, which is not counted)
-                    limit = MAX_CHUNK_LINE if state != _TRAILERS else MAX_TRAILER_BYTES - self.trailer_bytes + 1
-                    if len(line) > limit:
-                        raise RemoteProtocolError("chunk line or trailer longer than %d bytes" % limit)
-                    self.line = line
-                    return pos, False
-                self.line = b""
-                if not line.endswith(b"\r\n"):
-                    raise RemoteProtocolError("chunked body line ends in a bare LF: %r" % line[:40])
-                if state == _CHUNK_CRLF:
-                    if line != b"\r\n":
-                        raise RemoteProtocolError("chunk data longer than its size: %r" % line[:40])
-                    self.state = _CHUNK_LINE
-                elif state == _CHUNK_LINE:
-                    if len(line) > MAX_CHUNK_LINE:
-                        raise RemoteProtocolError("chunk-size line longer than %d bytes" % MAX_CHUNK_LINE)
-                    match = _CHUNK_SIZE.fullmatch(line)
-                    if match is None:
-                        raise RemoteProtocolError("invalid chunk-size line %r" % line[:40])
-                    self.remaining = int(match[1], 16)
-                    if self.remaining:
-                        self.state = _CHUNK_DATA
-                    else:
-                        self.state, self.trailer_bytes = _TRAILERS, 0
-                else:   # a trailer line, or the blank line that ends the message
-                    if line == b"\r\n":
-                        return pos, True
-                    self.trailer_bytes += len(line)
-                    if self.trailer_bytes > MAX_TRAILER_BYTES:
-                        raise RemoteProtocolError("trailers larger than %d bytes" % MAX_TRAILER_BYTES)
-                    if line[:1] in (b" ", b"\t") or b":" not in line:
-                        raise RemoteProtocolError("invalid trailer line %r" % line[:40])
-            else:
-                raise AssertionError("body state %d" % state)
-        return pos, False
 
 
 class RequestTracker:
@@ -436,50 +237,6 @@ def _check_target(head):
         if host_header is not None and normalize_host(host_without_port(host_header)) != head.host:
             raise RemoteProtocolError("request target %r and Host %r disagree"
                                       % (target[:100], host_header[:100]))
-
-
-class ResponseHead(NamedTuple):
-    status: int
-    version: str
-    headers: tuple
-    length: int
-
-
-def parse_response_head(data):
-    """A :class:`ResponseHead`, None for "need more data", or :class:`RemoteProtocolError`."""
-    if not isinstance(data, bytes):
-        data = bytes(data[:MAX_RESPONSE_HEAD_BYTES])
-    end = data.find(b"\r\n\r\n", 0, MAX_RESPONSE_HEAD_BYTES)
-    if end > 0:
-        match = _FAST_RESPONSE.fullmatch(data[:end + 4].decode("latin-1"))
-        if match is not None:
-            headers = tuple(HEADER_PAIRS.findall(match[3]))
-            if len(headers) <= MAX_HEADERS:
-                return ResponseHead(int(match[2]), "HTTP/1." + match[1], headers, end + 4)
-    end = _END_OF_HEAD.search(data, 0, MAX_RESPONSE_HEAD_BYTES)
-    if end is None:
-        if len(data) >= MAX_RESPONSE_HEAD_BYTES:
-            raise RemoteProtocolError("response head larger than %d bytes" % MAX_RESPONSE_HEAD_BYTES)
-        if len(data) >= 12 and bytes(data[:7]) != b"HTTP/1.":
-            raise RemoteProtocolError("not an HTTP/1.x response: %r" % bytes(data[:40]))
-        return None
-    length = end.end()
-    lines = bytes(data[:end.start()]).decode("latin-1").split("\n")
-    status_line = lines[0][:-1] if lines[0].endswith("\r") else lines[0]
-    match = _STATUS_LINE.fullmatch(status_line)
-    if match is None:
-        raise RemoteProtocolError("invalid status line %r" % status_line[:100])
-    if len(lines) - 1 > MAX_HEADERS:
-        raise RemoteProtocolError("response with more than %d header lines" % MAX_HEADERS)
-    headers = []
-    for line in lines[1:]:
-        if line.endswith("\r"):
-            line = line[:-1]
-        header = _HEADER_LINE.fullmatch(line)
-        if header is None or _BAD_VALUE_CHAR.search(header[2]):
-            raise RemoteProtocolError("invalid response header line %r" % line[:100])
-        headers.append((header[1], header[2]))
-    return ResponseHead(int(match[2]), "HTTP/1." + match[1], tuple(headers), length)
 
 
 class ResponseTracker:

@@ -23,13 +23,15 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import NamedTuple
 
 from gostgev.addr import host_without_port, normalize_host, split_host_port
 from gostgev.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "METHODS", "MAX_REQUEST_HEAD_BYTES", "MAX_HEADERS", "RequestHead",
-    "looks_like_http", "parse_request_head", "simple_response",
+    "looks_like_http", "parse_request_head", "simple_response", "MAX_RESPONSE_HEAD_BYTES", "ResponseHead",
+    "parse_response_head",
 ]
 
 METHODS = frozenset({
@@ -266,3 +268,61 @@ def simple_response(status, message, *, keep_alive=False):
     if not keep_alive:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
+
+
+#: Response heads: Set-Cookie lists and CSP headers make them bigger than
+#: request heads; nginx's proxy_buffer_size default is 4-8 KiB and HAProxy's
+#: tune.bufsize 16 KiB, so 64 KiB leaves room without being unbounded.
+MAX_RESPONSE_HEAD_BYTES = 64 * 1024
+
+_STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
+_HEADER_LINE = re.compile(r"([-!#$%&'*+.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*")
+_BAD_VALUE_CHAR = re.compile(r"[\x00\r\n]")
+# A CRLF-terminated head with well-formed lines, in one match (the line-by-line
+# parser below handles, and names the faults of, everything else).
+_FAST_RESPONSE = re.compile(r"HTTP/1\.([01]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?\r\n"
+                            r"((?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[^\x00\r\n]*\r\n)*)\r\n")
+
+
+class ResponseHead(NamedTuple):
+    status: int
+    version: str
+    headers: tuple
+    length: int
+
+
+def parse_response_head(data):
+    """A :class:`ResponseHead`, None for "need more data", or :class:`RemoteProtocolError`."""
+    if not isinstance(data, bytes):
+        data = bytes(data[:MAX_RESPONSE_HEAD_BYTES])
+    end = data.find(b"\r\n\r\n", 0, MAX_RESPONSE_HEAD_BYTES)
+    if end > 0:
+        match = _FAST_RESPONSE.fullmatch(data[:end + 4].decode("latin-1"))
+        if match is not None:
+            headers = tuple(HEADER_PAIRS.findall(match[3]))
+            if len(headers) <= MAX_HEADERS:
+                return ResponseHead(int(match[2]), "HTTP/1." + match[1], headers, end + 4)
+    end = _END_OF_HEAD.search(data, 0, MAX_RESPONSE_HEAD_BYTES)
+    if end is None:
+        if len(data) >= MAX_RESPONSE_HEAD_BYTES:
+            raise RemoteProtocolError("response head larger than %d bytes" % MAX_RESPONSE_HEAD_BYTES)
+        if len(data) >= 12 and bytes(data[:7]) != b"HTTP/1.":
+            raise RemoteProtocolError("not an HTTP/1.x response: %r" % bytes(data[:40]))
+        return None
+    length = end.end()
+    lines = bytes(data[:end.start()]).decode("latin-1").split("\n")
+    status_line = lines[0][:-1] if lines[0].endswith("\r") else lines[0]
+    match = _STATUS_LINE.fullmatch(status_line)
+    if match is None:
+        raise RemoteProtocolError("invalid status line %r" % status_line[:100])
+    if len(lines) - 1 > MAX_HEADERS:
+        raise RemoteProtocolError("response with more than %d header lines" % MAX_HEADERS)
+    headers = []
+    for line in lines[1:]:
+        if line.endswith("\r"):
+            line = line[:-1]
+        header = _HEADER_LINE.fullmatch(line)
+        if header is None or _BAD_VALUE_CHAR.search(header[2]):
+            raise RemoteProtocolError("invalid response header line %r" % line[:100])
+        headers.append((header[1], header[2]))
+    return ResponseHead(int(match[2]), "HTTP/1." + match[1], tuple(headers), length)
