@@ -1,0 +1,144 @@
+"""Config sections about who may do what: authers, admissions, connection
+limiters, ingress rules and TLS files.  Each returns the typed value the
+model holds, or raises :class:`ConfigError` naming the key.
+"""
+
+import os
+
+from gostgev.auth import Auther, User, load_users_file
+from gostgev.codec.relay import TunnelID
+from gostgev.config.model import AuthConfig, IngressConfig, TLSConfig
+from gostgev.errors import ConfigError
+from gostgev.ingress import Rule, parse_endpoint, parse_rule_host
+from gostgev.limits import Admission, ConnLimiter, parse_network
+
+
+def section_refs(sec, keys, table, kind):
+    """Components named by ``kind: name`` or ``kinds: [names]``; errors for unknown names."""
+    found = []
+    for key in keys:
+        value = sec.raw(key)
+        if value is None:
+            continue
+        names = value if isinstance(value, list) else [value]
+        for name in names:
+            if str(name) not in table:
+                raise ConfigError(sec.key_path(key), "no %s named %r in %ss" % (kind, name, kind))
+            found.append(table[str(name)])
+    if len(found) > 1 and kind != "auther":
+        raise ConfigError(sec.key_path(keys[-1]), "only one %s per service is supported" % kind)
+    return found
+
+
+def handler_auther(sec, authers):
+    users = []
+    single = parse_auth(sec.section("auth"))
+    if single is not None:
+        users.append(User(single.username, single.password))
+    for auther in section_refs(sec, ("auther", "authers"), authers, "auther"):
+        users.extend(auther)
+    return Auther(users) if users else None
+
+
+def parse_auther(sec, base_dir):
+    """A named auther as a list of users (inline auths, then the users file)."""
+    users = []
+    for entry in sec.sections("auths"):
+        username = entry.str("username") or ""
+        tunnels = entry.raw("tunnels", [])
+        try:
+            keys = frozenset(TunnelID.parse(str(t)).key for t in (tunnels if isinstance(tunnels, list) else [tunnels]))
+        except ValueError as exc:
+            raise ConfigError(entry.key_path("tunnels"), str(exc)) from None
+        users.append(User(username, entry.str("password") or "", keys))
+        entry.finish()
+    file_sec = sec.section("file")
+    if file_sec is not None:
+        path = os.path.join(base_dir, file_sec.str("path") or "")
+        try:
+            users.extend(load_users_file(path, TunnelID.parse))
+        except OSError as exc:
+            raise ConfigError(file_sec.key_path("path"), "%s: %s" % (path, exc.strerror)) from None
+        except ValueError as exc:
+            raise ConfigError(file_sec.key_path("path"), str(exc)) from None
+        file_sec.finish()
+    sec.unsupported("reload", "redis", "http", "plugin")
+    sec.finish()
+    return users
+
+
+def parse_admission(sec, name):
+    networks = []
+    matchers = sec.raw("matchers", [])
+    for i, text in enumerate(matchers if isinstance(matchers, list) else [matchers]):
+        try:
+            networks.append(parse_network(str(text)))
+        except ValueError:
+            raise ConfigError("%s[%d]" % (sec.key_path("matchers"), i), "not an IP or CIDR: %r" % text) from None
+    whitelist = sec.bool("whitelist", False) or sec.bool("reverse", False)
+    sec.unsupported("file", "redis", "http", "plugin", "reload")
+    sec.finish()
+    return Admission(networks, whitelist=whitelist)
+
+
+def parse_climiter(sec, name):
+    limits = sec.raw("limits", [])
+    limits = tuple(str(x) for x in (limits if isinstance(limits, list) else [limits]))
+    try:
+        ConnLimiter.parse(limits)
+    except ValueError as exc:
+        raise ConfigError(sec.key_path("limits"), str(exc)) from None
+    sec.unsupported("file", "redis", "http", "plugin", "reload")
+    sec.finish()
+    return limits
+
+
+def parse_auth(sec):
+    if sec is None:
+        return None
+    username, password = sec.str("username") or "", sec.str("password") or ""
+    sec.finish()
+    return AuthConfig(username=username, password=password)
+
+
+def parse_ingress(sec, name):
+    rules = []
+    for rule in sec.sections("rules"):
+        try:
+            hostname = parse_rule_host(rule.str("hostname"))
+        except ValueError as exc:
+            raise ConfigError(rule.key_path("hostname"), str(exc)) from None
+        try:
+            endpoint = parse_endpoint(rule.str("endpoint") or "")
+        except ValueError as exc:
+            raise ConfigError(rule.key_path("endpoint"), "%s (want a tunnel UUID, or $UUID)" % exc) from None
+        rule.finish()
+        rules.append(Rule(hostname, endpoint))
+    sec.unsupported("file", "redis", "http", "plugin", "reload")
+    sec.finish()
+    return IngressConfig(name=name, rules=tuple(rules))
+
+
+def parse_tls(sec, env):
+    """A ``tls`` block; files are checked here so a typo is a config error, not a crash later."""
+    if sec is None:
+        return None
+    files = {}
+    for key in ("certFile", "keyFile", "caFile"):
+        path = sec.str(key)
+        if path:
+            path = os.path.join(env.base_dir, path)
+            if not os.path.isfile(path):
+                raise ConfigError(sec.key_path(key), "no such file: %s" % path)
+        files[key] = path
+    if bool(files["certFile"]) != bool(files["keyFile"]):
+        raise ConfigError(sec.path, "certFile and keyFile go together")
+    try:
+        env.components.check_tls(files["certFile"], files["keyFile"], files["caFile"])
+    except ValueError as exc:
+        raise ConfigError(sec.path, str(exc).removeprefix("tls: ")) from None
+    config = TLSConfig(cert_file=files["certFile"], key_file=files["keyFile"], ca_file=files["caFile"],
+                       server_name=sec.str("serverName"), secure=sec.bool("secure", False))
+    sec.unsupported("options", "validity", "commonName", "organization")
+    sec.finish()
+    return config
