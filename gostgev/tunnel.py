@@ -6,8 +6,8 @@
                     │                     └─ connector
                     └─ Tunnel ac74d9dd-… ─── connector
 
-No I/O here: a connector is anything with ``closed``, ``weight``, ``udp``
-and ``open_stream()``, so the registry is tested with fakes.
+No I/O here: a connector is anything with ``closed``, ``stalled``,
+``weight``, ``udp`` and ``open_stream()``, so the registry is tested with fakes.
 
 Selection is **smooth weighted round-robin** (nginx's algorithm): with equal
 weights it is plain round-robin, with weights 3:1 the pattern is a a b a,
@@ -17,6 +17,12 @@ connector has weight 255, only weight-255 connectors are used ("exclusive").
 With several connectors, only those bound for the request's network (TCP or
 UDP) qualify; GOST skips that check when the tunnel has one connector, which
 hands UDP requests to TCP-bound clients, and that quirk is not kept.
+
+A stalled connector (a stream opened on it has had no answer for
+``mux.stallTimeout``, see :mod:`gostgev.netio.mux`) is passed over while
+another one for the network answers, exclusive or not, and comes back
+with the first frame its client sends.  When every connector is stalled,
+selection goes on as if none were: a slow client is never refused.
 
 Closed connectors are skipped and pruned on every selection and whenever a
 session reports its own death, so a dead client stops receiving traffic at
@@ -59,11 +65,18 @@ class Tunnel:
         for connector in [c for c in self.connectors if c.closed]:
             self.remove(connector)
 
+    def answering(self, network="tcp"):
+        """Whether a live connector for ``network`` is not stalled."""
+        udp = network == "udp"
+        return any(not c.closed and c.udp == udp and not c.stalled for c in self.connectors)
+
     def pick(self, network="tcp"):
         """The next connector for a request, or None."""
         self.prune()
         udp = network == "udp"
         candidates = [c for c in self.connectors if c.udp == udp]
+        if len(candidates) > 1:
+            candidates = [c for c in candidates if not c.stalled] or candidates
         if any(c.weight == EXCLUSIVE_WEIGHT for c in candidates):
             candidates = [c for c in candidates if c.weight == EXCLUSIVE_WEIGHT]
         if not candidates:

@@ -563,11 +563,16 @@ class ServerConnector:
         return {"id": self.id.text, "remote": self.remote, "since": int(self.connected_at),
                 "weight": self.weight or 1, "network": "udp" if self.udp else "tcp",
                 "openStreams": self.session.num_streams, "streams": self.streams,
-                "bytesIn": self.bytes_in, "bytesOut": self.bytes_out}
+                "bytesIn": self.bytes_in, "bytesOut": self.bytes_out, "stalled": self.stalled}
 
     @property
     def closed(self):
         return self.session.closed
+
+    @property
+    def stalled(self):
+        """The client has not answered a new stream for ``mux.stallTimeout``: passed over meanwhile."""
+        return self.session.stalled
 
     def open_stream(self):
         return self.session.open_stream()

@@ -469,7 +469,9 @@ class MuxSession:
             return
         self._stall_mark = waiting[0]
         waiting.clear()
-        log.info("%s: stalled: a new stream has had no answer for %.1fs", self.name, now - self._stall_mark)
+        # On v1 a slow service behind the peer looks the same: not worth more than a debug line.
+        log.log(logging.INFO if self._v2 else logging.DEBUG, "%s: stalled: a new stream has had no answer for %.1fs",
+                self.name, now - self._stall_mark)
         if self._v2:
             for stream in list(self._streams.values()):
                 if stream.on_stall is not None:
