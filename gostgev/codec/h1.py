@@ -157,7 +157,10 @@ class RequestTracker:
         if self._head:
             offset = len(self._head)
             buffered = self._head + bytes(data[pos:min(size, pos + _HEAD_WINDOW)])
-            if _still_partial(offset, buffered, MAX_REQUEST_HEAD_BYTES, "request"):
+            # An h2 preface's head is complete before its "SM" tail arrives:
+            # parsed again on every byte (six at most), never taken as partial.
+            if not buffered.startswith(b"PRI ") and \
+                    _still_partial(offset, buffered, MAX_REQUEST_HEAD_BYTES, "request"):
                 if not self._line_checked and buffered.find(b"\n", offset) >= 0:
                     self._line_checked = True
                     parse_request_head(buffered)   # a bad request line is refused once it is complete

@@ -17,7 +17,7 @@ import time
 from typing import NamedTuple
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gostgev.codec.h1 import (
@@ -727,6 +727,7 @@ def test_any_server_bytes_split_anyhow_give_the_same_answer(data, wire, eof, exp
 
 @settings(max_examples=60, deadline=None)
 @given(wire=soup(REQUEST_LINES, REQUEST_HEADERS), eof=st.booleans())
+@example(wire=b"PRI * HTTP/2.0\r\n\r\n\r", eof=False)   # a preface whose tail goes wrong
 def test_any_client_bytes_byte_by_byte(wire, eof):
     assert request_outcome(bytewise(wire), eof, False) == request_outcome([wire], eof, False)
 
