@@ -15,6 +15,20 @@ Responses therefore reach the client in request order, and pipelined
 requests to one route keep flowing without waiting.  A 101 (or a 2xx to
 CONNECT) turns the connection into a plain pipe.
 
+A route may offer ``reroute`` (the tunnel's do): when the mux session
+under a stream stalls (its client stopped answering, see
+:mod:`gostgev.netio.mux`) while the one request in flight has had no byte
+of answer, that request is sent once more on another connection, and the
+stalled stream is let go.  Only a request that may be repeated goes: a
+``GET``, ``HEAD`` or ``OPTIONS``, or any request whose stream the client
+has not acknowledged reading at all, kept whole (up to ``REPLAY_LIMIT``
+bytes) and sent whole.  A request whose answer has begun waits, as do
+pipelined ones.  A frozen client that later wakes up before its connection
+is dropped still reads what it had been sent, so a resent ``POST`` may
+then reach the service twice; the alternative is waiting for the keepalive
+timeout.  A stream kept for later requests is not reused once its session
+stalls: the next request opens one elsewhere.
+
 Two engines run this: :class:`_CallbackSession`, where the client is a
 plain socket or a mux stream and every route opens plain sockets or mux
 streams (the forwarder without a chain, the tunnel client, the
@@ -56,6 +70,11 @@ def forwarded_style(md, key):
         raise ValueError("%s: unknown style %r (x-forwarded, forwarded or off)" % (key, style))
     return style
 
+#: methods sent again whatever the peer read of them (RFC 9110 9.2.1's safe methods)
+SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
+#: the most bytes of a request kept to send it again should its connection stall
+REPLAY_LIMIT = 64 * 1024
+
 # A request's own "Connection: close" line (nothing else in the header).
 _CONNECTION_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close[ \t]*\r\n", re.IGNORECASE)
 
@@ -95,9 +114,9 @@ class Route:
     client's session is done with it.
     """
 
-    __slots__ = ("key", "open", "release", "retry", "pooled")
+    __slots__ = ("key", "open", "release", "retry", "pooled", "reroute")
 
-    def __init__(self, key, open, release=None, retry=None, pooled=False):
+    def __init__(self, key, open, release=None, retry=None, pooled=False, reroute=None):
         self.key = key
         self.open = open
         self.release = release
@@ -105,6 +124,9 @@ class Route:
         #: connections outlive the client's: a client's ``Connection: close`` (hop-by-hop,
         #: RFC 9110 7.6.1) is not passed on, and the client's connection closes after its answer
         self.pooled = pooled
+        #: callable() -> (sock, fields) on another connection, for a request whose mux
+        #: stream stalled unanswered; :class:`Refused` when no other connection answers
+        self.reroute = reroute
 
 
 class _Upstream:
@@ -112,7 +134,8 @@ class _Upstream:
 
     __slots__ = ("route", "sock", "fields", "reused", "tracker", "idle", "pump", "failed", "upgraded",
                  "sent", "received", "first_raw", "asked", "answer_bytes", "closes_client",
-                 "raw", "reading", "writing", "out", "writer", "scheduled", "paused")
+                 "raw", "reading", "writing", "out", "writer", "scheduled", "paused",
+                 "stall_watch", "replay", "replay_at", "replay_safe")
 
     def __init__(self, route, sock, fields, reused):
         self.route = route
@@ -135,6 +158,10 @@ class _Upstream:
         self.out = []                # bytes for this connection that it could not take yet
         self.writer = None           # a mux stream's: the greenlet writing ``out``
         self.scheduled = self.paused = False
+        self.stall_watch = False     # a mux stream whose route can reroute a request if its session stalls
+        self.replay = None           # the request in flight, kept to send it again (chunks)
+        self.replay_at = 0           # ``received`` when it went out
+        self.replay_safe = False     # its method may be repeated whatever the peer read of it
 
 
 class Forwarding:
@@ -299,7 +326,10 @@ class _Session:
                     continue
                 if view is None:
                     view = memoryview(data)
-                self.up.asked[-1][4] += event.end - event.start
+                up = self.up
+                up.asked[-1][4] += event.end - event.start
+                if up.replay is not None:
+                    self._keep_body(up, view[event.start:event.end])
                 if not self._send_up(view[event.start:event.end]):
                     return False
             elif kind is Request:
@@ -334,7 +364,8 @@ class _Session:
             route = self.route_for(head, up.route.key if up is not None and not up.failed else None)
         except Refused as exc:
             return self._refuse(head, exc)
-        if up is None or up.route.key != route.key or up.failed or not up.tracker.keep_alive:
+        if up is None or up.route.key != route.key or up.failed or not up.tracker.keep_alive \
+                or (up.stall_watch and up.sock.session.stalled):
             if not self.blocking:
                 raise _Handover
             if up is not None:
@@ -348,6 +379,7 @@ class _Session:
             except Refused as exc:
                 return self._refuse(head, exc)
             up = self.up = _Upstream(route, sock, fields, reused)
+            self._watch_stall(up)
             self._start_pump(up)
         up.idle.clear()
         upgrade = self.tracker.upgrading
@@ -358,6 +390,12 @@ class _Session:
         if route.pooled and self.tracker.closing and head.version == "HTTP/1.1":
             raw, kept = _CONNECTION_CLOSE.subn(b"\r\n", raw, count=1)
         up.asked.append([time.monotonic(), head.method, head.host, head.target, len(raw), kept])
+        if up.stall_watch:
+            # Only the one request in flight can go again: later ones would pass it.
+            if up.tracker.pending == 1 and not upgrade:
+                up.replay, up.replay_at, up.replay_safe = [raw], up.received, head.method in SAFE_METHODS
+            else:
+                up.replay = None
         if up.tracker.pending > 1:
             up.first_raw = b""    # several requests in flight: none is ever resent
         elif up.reused and up.first_raw is None and _bodiless(head):
@@ -552,6 +590,7 @@ class _Session:
                              "duration": "%.3fs" % (time.monotonic() - started)})
         up.answer_bytes = 0
         up.first_raw = b""
+        up.replay = None
         if up.upgraded is not None and not tracker.raw:
             up.upgraded.set()     # declined: the bytes held after the request are read as requests
         if up.closes_client:
@@ -574,6 +613,61 @@ class _Session:
             self.log.warning("resend failed: %s", getattr(exc, "message", None) or exc, fields=up.fields)
             return False
         return True
+
+    # -- a stalled mux session under the upstream --------------------------------------------------
+
+    def _watch_stall(self, up):
+        if up.route.reroute is not None and type(up.sock) is MuxStream:
+            up.stall_watch = True
+            up.sock.on_stall = lambda: self._on_stall(up)
+
+    def _keep_body(self, up, chunk):
+        """Keep a body chunk of the request in flight, while the whole request stays small."""
+        if up.asked[-1][4] > REPLAY_LIMIT:
+            up.replay = None
+        else:
+            up.replay.append(bytes(chunk))
+
+    def _on_stall(self, up):
+        """``up``'s mux session stalled (a hub callback): resend the request if it may go again."""
+        if up.replay is not None and self._unanswered(up, up.replay_at):
+            gevent.spawn(self._replay, up, up.replay, up.replay_at, up.replay_safe)
+            up.replay = None      # once
+
+    def _unanswered(self, up, at):
+        """The one request in flight on ``up`` (sent when ``up.received`` was ``at``) is
+        whole, all sent, unanswered, and its stream's session is still stalled."""
+        stream = up.sock
+        return (up is self.up and not up.failed and not self.broken and up.received == at
+                and up.tracker.pending == 1 and self.tracker.idle and not up.out and up.writer is None
+                and type(stream) is MuxStream and stream.session.stalled)
+
+    def _replay(self, up, replay, at, safe):
+        """Send the request again on a connection that answers; the stalled stream is let go."""
+        try:
+            sock, fields = up.route.reroute()
+        except Refused:
+            return                # no other connection answers: wait on this one
+        old = up.sock
+        if not (self._unanswered(up, at) and (safe or old.unacknowledged)):
+            return _let_go(up.route, sock)    # something moved while the new stream opened
+        self._stop_pump(up)
+        old.on_stall = None
+        up.sock, up.fields = sock, fields
+        up.paused = False
+        self.log.info("request sent again: its tunnel connection stalled", fields=fields)
+        try:
+            sock.sendall(b"".join(replay))
+        except OSError as exc:
+            self._upstream_failed(up, "send failed: %s" % (exc.strerror or exc))
+        else:
+            self._watch_stall(up)
+            self._start_pump(up)
+        _let_go(up.route, old)
+
+    def _stop_pump(self, up):
+        if up.pump is not None:
+            up.pump.kill(block=True)
 
     def _upstream_failed(self, up, why):
         """The upstream ended while answering: the client cannot be told cleanly, so it is cut too."""
@@ -1020,6 +1114,14 @@ class _NoWatcher:
         pass
 
     stop = close = start
+
+
+def _let_go(route, sock):
+    """Hand back a connection no request of the session uses any more."""
+    if route.release is not None:
+        route.release(sock, False, 0, 0)
+    else:
+        sock.close()
 
 
 def _send_queued(raw, out, data):

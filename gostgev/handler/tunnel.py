@@ -494,7 +494,15 @@ class TunnelHandler(Handler):
                 connector.bytes_in += sent
                 connector.bytes_out += received
 
-        return Route((tunnel_id.key, dst), open_, release)
+        def reroute():
+            # Only where a connection answers: selection passes stalled ones over then.
+            tunnel = registry.get(tunnel_id)
+            if tunnel is None or not tunnel.answering():
+                raise Refused(503, NO_LIVE_CONNECTION % host, detail="no other tunnel connection answers")
+            stream, fields, _ = open_()
+            return stream, fields
+
+        return Route((tunnel_id.key, dst), open_, release, reroute=reroute)
 
     def relay_stream(self, conn, stream, connector, src, dst, data, log):
         """Write the stream header and ``data``, then pipe; log one line."""
