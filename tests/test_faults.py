@@ -41,10 +41,13 @@ def client_process(tmp_path, name, server_port, backend_addr, tunnel_id=TUNNEL_A
 def slow_stream(sock, _address):
     """A backend that streams forever, slowly: a transfer that is always in flight."""
     sock.recv(4096)
-    sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
-    for _ in range(600):
-        sock.sendall(b"x" * 4096)
-        gevent.sleep(0.05)
+    try:
+        sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        for _ in range(600):
+            sock.sendall(b"x" * 4096)
+            gevent.sleep(0.05)
+    except OSError:
+        pass   # the tunnel client was killed: the transfer ends here, quietly
 
 
 def test_killed_client_ends_its_streams_and_the_other_takes_over(start_services, backend, processes, tmp_path):
@@ -134,8 +137,9 @@ def test_visitors_blocked_on_a_frozen_connection_end_cleanly_when_it_dies(start_
     assert dep.registry.tunnels() == []
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
     assert "KeyError" not in caplog.text
-    stderr = capfd.readouterr().err                # where gevent reports a greenlet that died
-    assert "Traceback" not in stderr and "KeyError" not in stderr, stderr[-2000:]
+    # gevent reports a greenlet that died on stderr; none of gostgev's may have.
+    stderr = capfd.readouterr().err
+    assert "KeyError" not in stderr and "/gostgev/" not in stderr, stderr[-2000:]
     processes.append(client_process(tmp_path, "next", dep.port, site.addr))
     dep.wait_connections(TUNNEL_A, 1)
     assert http_get(dep.entrypoint, "a.local") == (200, b"site")
