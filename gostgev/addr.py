@@ -83,3 +83,9 @@ def host_without_port(text):
     except ValueError:
         return text
     return host
+
+
+def format_address(address):
+    """``(host, port, ...)`` -> ``host:port``, with brackets around an IPv6 host."""
+    host, port = address[:2]
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)

@@ -18,7 +18,7 @@ of two phases:
 
 Request framing is read by :class:`gostgev.codec.h1.RequestTracker`, the
 proxy's own parser, so the limits and the refusal of ambiguous framing are
-the proxy's.  Accepting is :class:`gostgev.listener.AcceptServer`, which
+the proxy's.  Accepting is :class:`gostgev.accept.AcceptServer`, which
 rides out descriptor exhaustion.  A bad peer costs one rate-limited log line
 and its connection; never a traceback.
 """
@@ -32,10 +32,11 @@ import sys
 import time
 from urllib.parse import unquote_to_bytes
 
-from gevent import socket
 from gevent.lock import BoundedSemaphore
 from gevent.pool import Pool
 
+from gostgev.accept import AcceptServer, listen_tcp
+from gostgev.addr import Addr
 from gostgev.codec.h1 import END, Request, RequestTracker
 from gostgev.errors import RemoteProtocolError
 from gostgev.limits import ConnLimiter, RateLimitedLog
@@ -115,13 +116,10 @@ class AdminServer:
         return sock.getsockname()[:2] if sock is not None else self.addr
 
     def start(self):
-        # Imported here: listener imports metrics, which imports this module.
-        from gostgev.listener import AcceptServer
-
         self._warn = RateLimitedLog(self.log, interval=self.log_interval)
         self._per_ip = ConnLimiter(per_ip=self.max_per_ip)
         self._serving = BoundedSemaphore(self.max_serving)
-        self.server = AcceptServer(_listen(*self.addr), self._handle, self.log)
+        self.server = AcceptServer(listen_tcp(Addr(*self.addr)), self._handle, self.log)
         # An unbounded pool: no slot is taken at accept, and stop() can end what is left.
         self.server.set_spawn(Pool())
         self.server.start()
@@ -393,18 +391,3 @@ def _dechunk(raw):
             return data
         data += raw[eol + 2:eol + 2 + size]
         pos = eol + 2 + size + 2
-
-
-def _listen(host, port):
-    """A listening socket on ``(host, port)``; an empty host is every IPv4 interface, as before."""
-    from gostgev.listener import BACKLOG
-
-    sock = socket.socket(_stdsocket.AF_INET6 if ":" in host else _stdsocket.AF_INET, _stdsocket.SOCK_STREAM)
-    try:
-        sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

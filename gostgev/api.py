@@ -29,9 +29,8 @@ import json
 import re
 import time
 
-from gostgev.addr import host_without_port
+from gostgev.addr import format_address, host_without_port
 from gostgev.ingress import Rule, parse_endpoint, parse_rule_host
-from gostgev.listener import format_address
 from gostgev.logsetup import get_logger
 from gostgev.metrics import WWW_AUTHENTICATE, AdminServer, basic_auth_user
 

@@ -19,7 +19,7 @@ from gostgev import metrics
 from gostgev.addr import parse_addr
 from gostgev.connector import CONNECTORS
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, DIALERS
-from gostgev.listener import EXHAUSTED_ERRNOS
+from gostgev.errors import EXHAUSTED_ERRNOS
 from gostgev.selector import Node, Selector
 
 __all__ = ["Chain"]

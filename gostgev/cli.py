@@ -22,7 +22,7 @@ import gevent.event
 import yaml
 
 from gostgev import __version__, cluster, metrics
-from gostgev import listener as listener_module
+from gostgev.addr import format_address
 from gostgev.api import ApiServer
 from gostgev.components import build_config
 from gostgev.config.dump import to_raw
@@ -32,11 +32,10 @@ from gostgev.config.spec import apply_cli
 from gostgev.config.values import parse_duration
 from gostgev.daemon import PidFile, PidFileError, daemonize
 from gostgev.errors import ConfigError
-from gostgev.listener import format_address
 from gostgev.logsetup import reopen_logs, setup_logging
 from gostgev.metrics import MetricsServer
 from gostgev.runtime import ApiView, Runtime
-from gostgev.service import ServiceError
+from gostgev.service import ServiceContext, ServiceError
 
 __all__ = ["main"]
 
@@ -149,11 +148,10 @@ def main(argv=None):
         print("gostgev: %s" % exc, file=sys.stderr)
         return 1
     ready = daemonize() if args.daemon else _print_failure
-    children = start_workers(args) if args.workers > 1 else []
-    if children is None:   # this process is a forked worker; it has run and is done
-        return 0
+    # Forked workers run inside start_workers and exit there.
+    children, member = start_workers(args) if args.workers > 1 else ([], None)
     try:
-        return run(config, args, pidfile, ready, children=children)
+        return run(config, args, pidfile, ready, children=children, member=member)
     finally:
         if pidfile is not None:
             pidfile.remove()
@@ -165,7 +163,7 @@ SINGLE_PROCESS_HANDLERS = ("relay",)
 
 
 def start_workers(args):
-    """Fork ``args.workers - 1`` more processes; returns their pids, or None in a worker.
+    """Fork ``args.workers - 1`` more processes; ``(their pids, this process's cluster member)``.
 
     Every service but relay handlers runs in every process, on ports shared
     with SO_REUSEPORT.  Tunnel servers run everywhere too: a worker without a
@@ -173,18 +171,15 @@ def start_workers(args):
     (:mod:`gostgev.cluster`).  Relay handlers, metrics and the API run in the
     first process only.  Signals sent to the first process are passed on.
     """
-    listener_module.REUSE_PORT = True
     members = cluster.create(args.workers)
     children = []
     for worker in range(1, args.workers):
         pid = os.fork()
         if pid == 0:
             gevent.reinit()
-            members[worker].start(members)
-            os._exit(run_worker(args, worker))
+            os._exit(run_worker(args, worker, members[worker].start(members)))
         children.append(pid)
-    members[0].start(members)
-    return children
+    return children, members[0].start(members)
 
 
 def _shared(config):
@@ -192,13 +187,13 @@ def _shared(config):
         s for s in config.services if s.handler.type not in SINGLE_PROCESS_HANDLERS), metrics=None, api=None)
 
 
-def run_worker(args, worker):
+def run_worker(args, worker, member):
     try:
         config = _shared(load(args, []))
     except ConfigError as exc:
         log.error("worker %d: %s", worker, exc)
         return 2
-    return run(config, args, worker=worker)
+    return run(config, args, worker=worker, member=member)
 
 
 def _print_failure(status, message=""):
@@ -211,7 +206,7 @@ def apply_logging(config, args):
     setup_logging(level, args.log_format or config.log.format, args.log_file or config.log.output)
 
 
-def run(config, args, pidfile=None, ready=_print_failure, children=(), worker=0):
+def run(config, args, pidfile=None, ready=_print_failure, children=(), worker=0, member=None):
     def reload_config(warnings):
         # Paths in args are absolute or relative to where we started (we may be in / now).
         new = load(args, warnings)
@@ -230,7 +225,8 @@ def run(config, args, pidfile=None, ready=_print_failure, children=(), worker=0)
         except OSError as exc:
             log.error("reload: log.output: %s", exc)
 
-    runtime = Runtime(reload_config, args.grace, on_reload=reloaded)
+    runtime = Runtime(reload_config, args.grace, on_reload=reloaded,
+                      context=ServiceContext(cluster=member, reuse_port=member is not None))
     stopping = gevent.event.Event()
 
     def reload_periodically(period):

@@ -31,12 +31,9 @@ import gevent
 from gevent import socket
 from gevent.lock import Semaphore
 
-__all__ = ["Member", "create", "current"]
+__all__ = ["Member", "create"]
 
 log = logging.getLogger(__name__)
-
-#: the member of this process, or None when gostgev runs as one process
-current = None
 
 #: a hand-off carries a sniffed head (at most 64 KiB of ClientHello) and a header
 MAX_MESSAGE = 256 * 1024
@@ -74,7 +71,6 @@ class Member:
 
     def start(self, others=()):
         """Serve this member in this process; close the sockets of ``others`` (theirs, not ours)."""
-        global current
         for other in others:
             if other is not self:
                 other._raw.close()
@@ -87,19 +83,15 @@ class Member:
                 # one sender at a time: a gevent socket takes one waiter per event
                 self._peers[index] = (peer, Semaphore())
         self._reader = gevent.spawn(self._receive)
-        current = self
         return self
 
     def close(self):
-        global current
         if self._reader is not None:
             self._reader.kill(block=False)
         if self.sock is not None:
             self.sock.close()
         for peer, _ in self._peers.values():
             peer.close()
-        if current is self:
-            current = None
 
     # -- what the tunnel handler calls -------------------------------------------------
 

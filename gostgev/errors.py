@@ -8,6 +8,13 @@ print one line that points at the offending key.  Protocol errors are also
 ``ValueError`` so generic callers (URL parsers, tests) can catch them plainly.
 """
 
+import errno
+
+#: errors that mean "this process or host is out of file descriptors or memory
+#: for now": on accept() the connection stays queued, so accepting again at once
+#: only fails again; on a dial they say nothing about the node dialed
+EXHAUSTED_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
 
 class GostError(Exception):
     """Base class of every error gostgev raises on purpose."""

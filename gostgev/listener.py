@@ -12,48 +12,28 @@ Either way the handler is called as ``handle(conn, address, target=None)``
 and owns ``conn`` until it returns.
 """
 
-import errno
-import os
-import socket as _stdsocket
-
 import gevent
 import gevent.pool
-from gevent import socket
-from gevent.server import StreamServer
 
 from gostgev import metrics
-from gostgev.addr import Addr
+from gostgev.accept import listen_key, listen_tcp, serve_tcp
+from gostgev.addr import Addr, format_address
 from gostgev.codec import relay
 from gostgev.errors import ProtocolError
 from gostgev.limits import RateLimitedLog
-from gostgev.logsetup import get_logger
 from gostgev.netio.peek import PeerClosed, read_head, with_prefix
 from gostgev.registry import Registry
 
-__all__ = ["LISTENERS", "TcpListener", "RtcpListener", "AcceptServer", "BACKLOG", "EXHAUSTED_ERRNOS", "listen_tcp",
-           "serve_tcp", "format_address", "listen_key", "dup_socket"]
+# format_address is re-exported for the modules that still import it from here.
+__all__ = ["LISTENERS", "TcpListener", "RtcpListener", "format_address"]
 
 LISTENERS = Registry("listener")
 
-#: listen(2) backlog; the kernel caps it at net.core.somaxconn
-BACKLOG = 4096
-#: set by ``--workers``: every worker binds the same ports and the kernel
-#: spreads new connections across them
-REUSE_PORT = False
 #: reconnect delays of the rtcp client: first wait, and the cap of the doubling
 RECONNECT_FIRST = 1.0
 RECONNECT_MAX = 5.0
 #: seconds a stream may take to deliver its header
 STREAM_HEADER_TIMEOUT = 10.0
-#: errors that mean "this process or host is out of file descriptors or memory
-#: for now": on accept() the connection stays queued, so accepting again at once
-#: only fails again; on a dial they say nothing about the node dialed
-EXHAUSTED_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-#: how long accepting pauses after such an error: first, and the cap of the doubling
-ACCEPT_PAUSE_FIRST = 0.05
-ACCEPT_PAUSE_MAX = 1.0
-#: at most one "cannot accept" line per this many seconds per listener
-ACCEPT_LOG_INTERVAL = 5.0
 
 
 @LISTENERS.register("tcp")
@@ -65,10 +45,11 @@ class TcpListener:
         """Typed options from ``listener.metadata``, parsed at config load; ``ValueError`` on bad values."""
         return None
 
-    def __init__(self, service_config, log, addr=None):
+    def __init__(self, service_config, log, addr=None, reuse_port=False):
         self.service_config = service_config
         self.addr = addr or service_config.addr
         self.log = log
+        self.reuse_port = reuse_port
         self.server = None
         self._sock = None   # bound, not yet served
 
@@ -77,7 +58,7 @@ class TcpListener:
         replaced on the same address) or a new bind.  Everything that can
         fail at start-up fails here, before anything serves."""
         if self._sock is None:
-            self._sock = (inherit(self.addr) if inherit is not None else None) or listen_tcp(self.addr)
+            self._sock = (inherit(self.addr) if inherit is not None else None) or listen_tcp(self.addr, self.reuse_port)
 
     def listening(self):
         """``{address key: socket}`` of what this listener could hand to a successor."""
@@ -136,10 +117,8 @@ class _Upgrading(TcpListener):
     #: seconds a client gets to finish the TLS or WebSocket handshake
     HANDSHAKE_TIMEOUT = 10.0
 
-    def __init__(self, service_config, log, addr=None):
-        super().__init__(service_config, log, addr)
-        from gostgev.limits import RateLimitedLog
-
+    def __init__(self, service_config, log, addr=None, reuse_port=False):
+        super().__init__(service_config, log, addr, reuse_port)
         self.warn = RateLimitedLog(log)
 
     def upgrading(self, handle):
@@ -193,8 +172,8 @@ class WsListener(_Upgrading):
     def parse_options(cls, md):
         return md.str("path", default="/ws")    # the WebSocket request path
 
-    def __init__(self, service_config, log, addr=None):
-        super().__init__(service_config, log, addr)
+    def __init__(self, service_config, log, addr=None, reuse_port=False):
+        super().__init__(service_config, log, addr, reuse_port)
         self.path = service_config.listener.options
 
     def upgrade(self, sock):
@@ -223,8 +202,8 @@ class WssListener(WsListener):
 class RtcpListener(TcpListener):
     accepts_chain = True
 
-    def __init__(self, service_config, log):
-        super().__init__(service_config, log)
+    def __init__(self, service_config, log, reuse_port=False):
+        super().__init__(service_config, log, reuse_port=reuse_port)
         chain_config = service_config.listener.chain
         self.chain = None
         if chain_config is not None:
@@ -329,117 +308,3 @@ class RtcpListener(TcpListener):
 def _split(text):
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port) if port.isdigit() else 0
-
-
-def format_address(address):
-    host, port = address[:2]
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-
-
-class AcceptServer(StreamServer):
-    """A StreamServer that rides out file-descriptor and memory exhaustion.
-
-    gevent hands every failed accept() to the hub, which prints a traceback,
-    and retries within milliseconds: when the process is out of descriptors
-    that is a traceback flood.  Here such an error pauses accepting for a
-    short delay that doubles up to ``ACCEPT_PAUSE_MAX``, and is logged as one
-    line at most every ``ACCEPT_LOG_INTERVAL`` seconds; the first accept that
-    works again resets the delay and logs that accepting resumed.  Queued
-    connections wait in the kernel's backlog meanwhile.  Other errors are
-    left to gevent.
-    """
-
-    def __init__(self, listening, handle, log):
-        super().__init__(listening, handle)
-        self.log = log
-        self._warn = RateLimitedLog(log, interval=ACCEPT_LOG_INTERVAL)
-        self._pause = ACCEPT_PAUSE_FIRST
-        self._failures = 0
-        self._failing_since = 0.0
-
-    def do_read(self):
-        try:
-            accepted = super().do_read()
-        except OSError as exc:
-            if exc.errno not in EXHAUSTED_ERRNOS:
-                raise
-            self._pause_accepting(exc)
-            return None   # gevent's accept loop stops on a false value
-        if accepted and self._failures:
-            self.log.info("accepting connections on %s again after %d failed attempts in %.1fs",
-                          format_address(self.address), self._failures, self.loop.now() - self._failing_since)
-            self._failures = 0
-            self._pause = ACCEPT_PAUSE_FIRST
-        return accepted
-
-    def _pause_accepting(self, exc):
-        if not self._failures:
-            self._failing_since = self.loop.now()
-        self._failures += 1
-        self._warn.warning("accept", "cannot accept connections on %s: %s; retrying at most %gs apart",
-                           format_address(self.address), exc.strerror or exc, ACCEPT_PAUSE_MAX)
-        # Without a pause the listening socket stays readable and the loop spins.
-        self.stop_accepting()
-        self._timer = self.loop.timer(self._pause)   # stop_accepting() and close() cancel it
-        self._timer.start(self._start_accepting_if_started)
-        self._pause = min(self._pause * 2, ACCEPT_PAUSE_MAX)
-
-
-def serve_tcp(listening, handle, log=None):
-    """A started server on a listening socket, calling ``handle(sock, address)``."""
-
-    def accepted(sock, address):
-        # Proxied traffic is request/response: never let Nagle hold a small write
-        # until the peer's delayed ACK (40 ms on Linux).
-        sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
-        handle(sock, address)
-
-    server = AcceptServer(listening, accepted, log if log is not None else get_logger("gostgev.listener"))
-    server.start()
-    return server
-
-
-def dup_socket(sock):
-    """A second descriptor of the same listening socket (see ``dup(2)``): the
-    socket stays open, with its queued connections, until both are closed."""
-    return socket.socket(fileno=os.dup(sock.fileno()))
-
-
-def listen_key(addr):
-    """What makes two listening addresses the same socket; None for port 0 (any free port)."""
-    return (addr.host.lower(), addr.port) if addr.port else None
-
-
-def listen_tcp(addr):
-    """A listening socket for ``addr``; an empty host means every interface, IPv4 and IPv6."""
-    host = addr.host
-    if not host:
-        return _bind_any(addr.port)
-    family = _stdsocket.AF_INET6 if ":" in host else _stdsocket.AF_INET
-    infos = socket.getaddrinfo(host, addr.port, family, _stdsocket.SOCK_STREAM)
-    return _bind(infos[0][0], infos[0][4])
-
-
-def _bind_any(port):
-    if _stdsocket.has_ipv6:
-        try:
-            return _bind(_stdsocket.AF_INET6, ("::", port), dual_stack=True)
-        except OSError:
-            pass  # IPv6 disabled in this kernel or namespace
-    return _bind(_stdsocket.AF_INET, ("0.0.0.0", port))
-
-
-def _bind(family, sockaddr, dual_stack=False):
-    sock = socket.socket(family, _stdsocket.SOCK_STREAM)
-    try:
-        sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEADDR, 1)
-        if REUSE_PORT:
-            sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEPORT, 1)
-        if dual_stack:
-            sock.setsockopt(_stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY, 0)
-        sock.bind(sockaddr)
-        sock.listen(BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

@@ -28,10 +28,9 @@ import gevent
 from gevent.lock import Semaphore
 
 from gostgev import metrics
+from gostgev.accept import dup_socket, listen_key
 from gostgev.errors import ConfigError
-from gostgev.ingress import IngressStore
-from gostgev.listener import dup_socket, listen_key
-from gostgev.service import Service, ServiceError
+from gostgev.service import Service, ServiceContext, ServiceError
 
 __all__ = ["Runtime", "ApiView", "ReloadRefused"]
 
@@ -43,13 +42,15 @@ class ReloadRefused(Exception):
 
 
 class Runtime:
-    def __init__(self, load, grace, on_reload=None):
+    def __init__(self, load, grace, on_reload=None, context=None):
         self.load = load            #: callable(warnings) -> Config; raises ConfigError
         self.grace = grace
         self.on_reload = on_reload  #: callable(config) after a reload applied, e.g. new log settings
         self.config = None
         self.services = {}
-        self.ingress_store = IngressStore()   #: one live Ingress per name, for every service
+        #: what every service of this process shares (ingresses, the worker cluster)
+        self.context = context if context is not None else ServiceContext()
+        self.ingress_store = self.context.ingresses
         self._lock = Semaphore()    # one reload at a time (SIGHUP and the API may race)
         self._warnings = []         # of the last reload: a quiet one repeats only new ones
 
@@ -131,7 +132,7 @@ class Runtime:
             for service, svc_config in prepared:
                 changes_ready.append((service, service.prepare(svc_config, inherit)))
             for service, svc_config in built:
-                replacement = Service(svc_config, self.ingress_store)
+                replacement = Service(svc_config, self.context)
                 replacement.bind(inherit)
                 services_ready.append((service, replacement))
         except Exception as exc:

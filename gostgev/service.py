@@ -6,18 +6,21 @@ exceptions are logged here, once, so that one bad connection never takes the
 service down.
 """
 
+from dataclasses import dataclass, field
+
 from gostgev import metrics
+from gostgev.addr import format_address
 from gostgev.codec.http import simple_response
 from gostgev.codec.sniff import HTTP
 from gostgev.handler import HANDLERS, Change
 from gostgev.ingress import IngressStore
 from gostgev.limits import ConnLimiter, RateLimitedLog
-from gostgev.listener import LISTENERS, format_address
+from gostgev.listener import LISTENERS
 from gostgev.logsetup import get_logger
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
 
-__all__ = ["Service", "ServiceError", "Gate", "Change"]
+__all__ = ["Service", "ServiceContext", "ServiceError", "Gate", "Change"]
 
 #: seconds a refused connection is watched for an HTTP request, so that an
 #: HTTP client over a limit gets a 429 instead of a bare close
@@ -76,6 +79,18 @@ class ServiceError(Exception):
     """A service could not start (address in use, permission...)."""
 
 
+@dataclass
+class ServiceContext:
+    """What the services of one process share, given to each service (no module globals)."""
+
+    #: the live ingress of each name
+    ingresses: IngressStore = field(default_factory=IngressStore)
+    #: this process's member of the ``--workers`` cluster, or None
+    cluster: object = None
+    #: bind listening sockets with SO_REUSEPORT (``--workers``)
+    reuse_port: bool = False
+
+
 class Service:
     """A listener and a handler.
 
@@ -85,14 +100,15 @@ class Service:
     fail for a reason of the configuration.  :meth:`start` is both.
     """
 
-    def __init__(self, config, ingresses=None):
+    def __init__(self, config, context=None):
         self.config = config
+        self.context = context if context is not None else ServiceContext()
         #: the live ingresses, shared with the other services of the process
-        self.ingresses = ingresses if ingresses is not None else IngressStore()
+        self.ingresses = self.context.ingresses
         self.log = get_logger("gostgev.service", service=config.name,
                               handler=config.handler.type, listener=config.listener.type)
         self.handler = HANDLERS.get(config.handler.type)(config, self.log)
-        self.listener = LISTENERS.get(config.listener.type)(config, self.log)
+        self.listener = LISTENERS.get(config.listener.type)(config, self.log, reuse_port=self.context.reuse_port)
         self.gate = Gate(config, self.log)
 
     @property

@@ -16,7 +16,6 @@ def pair():
     yield started
     for member in started:
         member.close()
-    cluster.current = None
 
 
 def tcp_pair():

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from gostgev import metrics
-from gostgev.addr import host_without_port, parse_addr, split_host_port
+from gostgev.addr import format_address, host_without_port, parse_addr, split_host_port
 from gostgev.codec.http import simple_response
 from gostgev.codec.sniff import HTTP, TLS
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
-from gostgev.errors import ProtocolError
+from gostgev.errors import EXHAUSTED_ERRNOS, ProtocolError
 from gostgev.forwarder import Forwarder
 from gostgev.handler import HANDLERS, Handler
 from gostgev.handler.http1 import (
@@ -40,7 +40,6 @@ from gostgev.handler.http1 import (
     request_reporter,
     serve_http,
 )
-from gostgev.listener import EXHAUSTED_ERRNOS, format_address
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
 from gostgev.netio.pipe import pipe

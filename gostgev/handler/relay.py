@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass
 
 from gostgev import metrics
-from gostgev.addr import parse_addr
+from gostgev.accept import listen_tcp, serve_tcp
+from gostgev.addr import format_address, parse_addr
 from gostgev.auth import authorized
 from gostgev.codec import relay
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
 from gostgev.handler import HANDLERS, Handler
 from gostgev.handler.tunnel import DEFAULT_HEADER_TIMEOUT, read_request, reply
-from gostgev.listener import format_address, listen_tcp, serve_tcp
 from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.netio.pipe import pipe
 

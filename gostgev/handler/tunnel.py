@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import gevent
 from gevent import socket
 
-from gostgev import cluster, metrics
+from gostgev import metrics
 from gostgev.addr import host_without_port, parse_addr, split_host_port
 from gostgev.auth import authorized
 from gostgev.codec import relay
@@ -138,9 +138,8 @@ class TunnelHandler(Handler):
         super().__init__(service_config, log)
         self.registry = TunnelRegistry()
         self.service = None
-        #: the worker cluster this handler serves in, fixed at start(): a
-        #: session that dies later must not announce through whichever
-        #: cluster happens to be current then
+        #: the worker cluster this handler serves in (its service's), from
+        #: start() until stop(): a session that dies after stop() announces nothing
         self.cluster = None
         self.ingress = None
         self.ingresses = []
@@ -236,7 +235,7 @@ class TunnelHandler(Handler):
 
     def start(self, service):
         self.service = service
-        self.cluster = cluster.current
+        self.cluster = service.context.cluster
         if self.cluster is not None:
             self.cluster.serve(self.config.name, self._handed_over)
         for entrypoint in self.entrypoints:
@@ -594,7 +593,7 @@ class Entrypoint:
         self.addr = addr
         self.ingress = ingress
         self.log = handler.log.bind(entrypoint=str(addr))
-        self.listener = TcpListener(None, self.log, addr=addr)
+        self.listener = TcpListener(None, self.log, addr=addr, reuse_port=handler.service.context.reuse_port)
 
     @property
     def address(self):
