@@ -29,7 +29,7 @@ def test_every_target_has_a_corpus_and_nothing_else_does():
         assert any((CORPUS / name).iterdir()), name
 
 
-@pytest.mark.parametrize("name, path", seed_files())
+@pytest.mark.parametrize("name, path", list(seed_files()))
 def test_seed_obeys_the_invariant(name, path):
     assert TARGETS[name].check(path.read_bytes()) in OUTCOMES
 
