@@ -152,17 +152,23 @@ def test_slow_clients_do_not_lock_metrics_out(metrics_server, slow_clients):
     assert get(port, "/metrics", creds=None)[0] == 401
 
 
+def cut_off_while_trickling(sock):
+    """Whether the server closes ``sock`` within 2 s while a head trickles in
+    a byte every 50 ms (about 2.7 s for the whole head)."""
+    stop = Event()
+    sender = gevent.spawn(trickle, sock, UNFINISHED, 0.05, stop)
+    try:
+        return closed_by_server(sock, 2.0)
+    finally:
+        stop.set()
+        sender.join(timeout=2)
+
+
 def test_a_head_has_one_deadline_not_one_per_read(api):
     """Bytes arriving more often than the deadline do not extend it."""
     server = api(head_timeout=0.5)
-    stop = Event()
     with open_from(server.address[1]) as sock:
-        sender = gevent.spawn(trickle, sock, UNFINISHED, 0.05, stop)   # about 2.7 s for the whole head
-        try:
-            assert closed_by_server(sock, 2.0)
-        finally:
-            stop.set()
-            sender.join(timeout=2)
+        assert cut_off_while_trickling(sock)
 
 
 def test_a_silent_connection_is_closed_at_the_deadline(api):
@@ -187,13 +193,7 @@ def test_keep_alive_serves_several_requests_and_deadlines_later_heads(api):
             status, headers, body = read_response(sock)
             assert status == 200 and headers.get("connection", "").lower() != "close"
         # A later head gets the same deadline: trickled, it is cut off.
-        stop = Event()
-        sender = gevent.spawn(trickle, sock, UNFINISHED, 0.05, stop)
-        try:
-            assert closed_by_server(sock, 2.0)
-        finally:
-            stop.set()
-            sender.join(timeout=2)
+        assert cut_off_while_trickling(sock)
 
 
 def test_pipelined_requests_are_answered_in_order(api):

@@ -22,8 +22,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST_KEEPALIVE = {"mux.keepaliveInterval": "0.3s", "mux.keepaliveTimeout": "1s"}
 
 
-def client_process(tmp_path, name, server_port, backend_addr, tunnel_id=TUNNEL_A):
-    """A tunnel client process; its warnings go to ``<tmp_path>/<name>.log``."""
+def client_process(tmp_path, name, server_port, backend_addr, tunnel_id=TUNNEL_A, mux=FAST_KEEPALIVE):
+    """A tunnel client process; its warnings go to ``<tmp_path>/<name>.log``.
+
+    ``mux``: its connector's mux settings (fast keepalives; ``{}`` for the defaults).
+    """
     conf = tmp_path / ("%s.yaml" % name)
     conf.write_text(yaml.safe_dump({
         "services": [{"name": name, "addr": ":0", "handler": {"type": "rtcp"},
@@ -31,7 +34,7 @@ def client_process(tmp_path, name, server_port, backend_addr, tunnel_id=TUNNEL_A
                       "forwarder": {"nodes": [{"name": "n", "addr": backend_addr}]}}],
         "chains": [{"name": "c", "hops": [{"name": "h", "nodes": [{
             "name": "s", "addr": "127.0.0.1:%d" % server_port,
-            "connector": {"type": "tunnel", "metadata": {"tunnel.id": tunnel_id, **FAST_KEEPALIVE}}}]}]}],
+            "connector": {"type": "tunnel", "metadata": {"tunnel.id": tunnel_id, **mux}}}]}]}],
     }))
     with open(tmp_path / ("%s.log" % name), "wb") as log:
         return subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf), "--log-level", "warn"],

@@ -9,14 +9,11 @@ its first read of a new stream.
 
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import gevent
 import gevent.socket
 import pytest
-import yaml
 from gevent.event import Event
 
 from gostgev.codec.mux import CMD_NOP, CMD_PSH, CMD_SYN, CMD_UPD, encode_frame, encode_upd
@@ -26,7 +23,7 @@ from gostgev.logsetup import get_logger
 from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.tunnel import TunnelRegistry
 from tests.conftest import connect, read_request_head, recv_all, wait_until
-from tests.test_faults import ROOT
+from tests.test_faults import client_process as faults_client
 from tests.test_tunnel import TUNNEL_A, Deployment
 
 pytestmark = pytest.mark.timeout(90)
@@ -39,18 +36,7 @@ LATE = 2.0
 
 def client_process(tmp_path, name, server_port, backend_addr):
     """A tunnel client process with GOST's default mux settings."""
-    conf = tmp_path / ("%s.yaml" % name)
-    conf.write_text(yaml.safe_dump({
-        "services": [{"name": name, "addr": ":0", "handler": {"type": "rtcp"},
-                      "listener": {"type": "rtcp", "chain": "c"},
-                      "forwarder": {"nodes": [{"name": "n", "addr": backend_addr}]}}],
-        "chains": [{"name": "c", "hops": [{"name": "h", "nodes": [{
-            "name": "s", "addr": "127.0.0.1:%d" % server_port,
-            "connector": {"type": "tunnel", "metadata": {"tunnel.id": TUNNEL_A}}}]}]}],
-    }))
-    with open(tmp_path / ("%s.log" % name), "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf), "--log-level", "warn"],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+    return faults_client(tmp_path, name, server_port, backend_addr, mux={})
 
 
 class Site:
