@@ -26,9 +26,9 @@ from gostgev.auth import authorized
 from gostgev.codec import relay
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
 from gostgev.handler import HANDLERS, Handler
-from gostgev.handler.tunnel import DEFAULT_HEADER_TIMEOUT, read_request, reply
 from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.netio.pipe import pipe
+from gostgev.netio.relayio import DEFAULT_REQUEST_TIMEOUT, read_request, reply
 
 __all__ = ["RelayHandler", "RelayOptions"]
 
@@ -55,7 +55,7 @@ class RelayHandler(Handler):
     def parse_options(cls, md, context):
         # As in GOST, mux.version 0 means "not set".
         return RelayOptions(
-            bind=md.bool("bind"), read_timeout=md.duration("readtimeout") or DEFAULT_HEADER_TIMEOUT,
+            bind=md.bool("bind"), read_timeout=md.duration("readtimeout") or DEFAULT_REQUEST_TIMEOUT,
             dial_timeout=md.duration("dialtimeout") or DEFAULT_DIAL_TIMEOUT, mux=MuxConfig.from_metadata(md),
             mux_version_set=md.int("mux.version", default=0) != 0, auther=context.auther)
 

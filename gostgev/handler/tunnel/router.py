@@ -1,0 +1,227 @@
+"""Reaching a tunnel: what the entrypoints, relay visitors and other workers use.
+
+A :class:`Router` owns the :class:`~gostgev.tunnel.TunnelRegistry` of one
+tunnel service.  Whoever has a client for a tunnel asks it to:
+
+* ``open(tunnel_id, network)`` a stream on one of the tunnel's connections;
+* ``relay(...)`` a whole connection: open a stream (or pass the client to
+  the worker that holds the tunnel), write the stream header (client
+  address, ``host:port``) and the bytes already read, pipe, log one line;
+* ``serve_http(...)`` an HTTP client, routing each request by its own host
+  through an ingress (requests in a row for one tunnel and host share a
+  stream);
+* ``visit(...)``: check a relay visitor's CONNECT against the ingress, then
+  relay it;
+* ``authorize(request)`` a relay request against the handler's auth.
+"""
+
+import time
+
+from gostgev import metrics
+from gostgev.addr import format_address, host_without_port, split_host_port
+from gostgev.auth import authorized
+from gostgev.codec import relay
+from gostgev.codec.http import simple_response
+from gostgev.codec.sniff import HTTP, RELAY
+from gostgev.handler.http1 import Refused, Route, request_reporter, serve_http
+from gostgev.handler.tunnel.handoff import hand_off, handed_over
+from gostgev.netio.close import close_gently
+from gostgev.netio.pipe import pipe
+from gostgev.netio.relayio import reply
+from gostgev.tunnel import NoConnector, TunnelRegistry
+
+__all__ = ["Router", "lookup", "refuse", "NO_LIVE_CONNECTION"]
+
+NO_LIVE_CONNECTION = "no live tunnel connection for host %s"
+
+
+class Router:
+    def __init__(self, name, log):
+        self.name = name               #: the service's, for metrics and hand-offs
+        self.log = log
+        self.registry = TunnelRegistry()
+        self.options = None            #: the handler's TunnelOptions, replaced on reload
+        self.ingress = None            #: the handler's own ingress (tunnel-port visitors, hand-offs)
+        self.cluster = None            #: the --workers cluster member while serving, or None
+
+    def open(self, tunnel_id, network="tcp"):
+        """``(stream, connector)`` on a live connection of the tunnel; NoConnector if none."""
+        return self.registry.open_stream(tunnel_id, network)
+
+    def holds(self, tunnel_id):
+        """Whether a connection of the tunnel is registered in this process."""
+        return self.registry.has_connector(tunnel_id)
+
+    def authorize(self, request):
+        """The authenticated user, True when no auth is configured, or None."""
+        return authorized(self.options.auther, request.username, request.password)
+
+    def hand_off(self, conn, tunnel_id, kind, src, dst, data, log):
+        """Pass ``conn`` to the worker holding ``tunnel_id``; False if none could take it."""
+        return hand_off(self, conn, tunnel_id, kind, src, dst, data, log)
+
+    def handed_over(self, conn, header, data):
+        """A connection another worker accepted, for a tunnel connection held here."""
+        return handed_over(self, conn, header, data)
+
+    # -- whole connections ----------------------------------------------------------------
+
+    def visit(self, conn, address, request, leftover, ingress, log):
+        """CONNECT with a tunnel ID: a visitor, or an external entrypoint.
+
+        The client address written into the stream header (and from there
+        into logs and PROXY headers at the backend) is the peer's own.  Only
+        an external entrypoint, which presents ``entrypoint.id``, may name
+        the client it relays for; from anyone else a source address would be
+        a forgery, so it is ignored.
+        """
+        options = self.options
+        entrypoint_id = options.entrypoint_id
+        external = entrypoint_id is not None and request.tunnel_id.key == entrypoint_id.key
+        src = request.addrs[0] if external and len(request.addrs) > 1 else format_address(address)
+        dst = request.addrs[-1] if request.addrs else ""
+        host = host_without_port(dst)
+        rule = ingress.lookup(host) if ingress is not None and host else None
+        tunnel_id = rule.endpoint if rule else None
+        log = log.bind(host=host or None)
+        if external:
+            if tunnel_id is None:
+                log.warning("no ingress rule for host")
+                return reply(conn, relay.NETWORK_UNREACHABLE)
+            if tunnel_id.private:
+                log.warning("host is routed to a private tunnel")
+                return reply(conn, relay.HOST_UNREACHABLE)
+        else:
+            if options.direct:
+                tunnel_id = request.tunnel_id
+            if tunnel_id is None or tunnel_id.key != request.tunnel_id.key:
+                log.warning("visitor's tunnel ID does not own the host", fields={"tunnel": request.tunnel_id.text})
+                return reply(conn, relay.HOST_UNREACHABLE)
+        self.relay(conn, tunnel_id, RELAY, src, dst, leftover, log.bind(tunnel=tunnel_id.text),
+                   network=request.network or "tcp")
+
+    def relay(self, conn, tunnel_id, kind, src, dst, data, log, network="tcp", may_hand_off=True):
+        """Carry the whole connection ``conn`` (``kind``: RELAY, TLS...) to the tunnel.
+
+        A relay visitor is answered OK once a stream is open.  With no live
+        connection here, a TCP client goes to the worker that holds one;
+        otherwise it is refused (503 to HTTP, a relay status to a visitor,
+        a close to TLS).
+        """
+        try:
+            stream, connector = self.open(tunnel_id, network)
+        except NoConnector as exc:
+            if may_hand_off and network == "tcp" and self.hand_off(conn, tunnel_id, kind, src, dst, data, log):
+                return
+            if kind == RELAY:
+                log.warning("%s", exc)
+                return reply(conn, relay.SERVICE_UNAVAILABLE)
+            return refuse(conn, kind, 503, NO_LIVE_CONNECTION % host_without_port(dst), log, detail=str(exc))
+        if kind == RELAY:
+            reply(conn, relay.OK)
+        self._pipe(conn, stream, connector, src, dst, data, log)
+
+    def _pipe(self, conn, stream, connector, src, dst, data, log):
+        """Write the stream header and ``data``, then pipe; log one line."""
+        started = time.monotonic()
+        up = down = 0
+        error = None
+        metrics.tunnel_stream(self.name, connector.tunnel_id.text)
+        try:
+            stream.sendall(relay.Response(relay.OK, addrs=(src, dst)).encode() + data)
+            up, down = pipe(conn, stream)
+        except OSError as exc:
+            error = exc.strerror or str(exc)
+        finally:
+            stream.close()
+            connector.streams += 1
+            connector.bytes_in += len(data) + up
+            connector.bytes_out += down
+            metrics.transfer(self.name, len(data) + up, down)
+        log.info("connection closed", fields={
+            "connector": connector.id.text, "inputBytes": len(data) + up, "outputBytes": down,
+            "duration": "%.3fs" % (time.monotonic() - started), "error": error})
+
+    # -- HTTP, request by request ---------------------------------------------------------
+
+    def serve_http(self, conn, client, data, ingress, log):
+        """Route each request of an HTTP client by its own host through ``ingress``.
+
+        Requests in a row for one tunnel and host share a stream; a new
+        host opens a new one, whose header names it for the client.
+        """
+        started = time.monotonic()
+        routes = {}
+
+        def route_for(head, current):
+            tunnel_id, dst = lookup(ingress, head.host, head)
+            route = routes.get((tunnel_id.key, dst))
+            if route is None:
+                route = routes[(tunnel_id.key, dst)] = self._http_route(tunnel_id, dst, head.host, client)
+            return route
+
+        options = self.options
+        up, down = serve_http(conn, host_without_port(client), data, route_for, log, request_reporter(log, self.name),
+                              forwarding=options.forwarding, plain=True, head_timeout=options.header_timeout)
+        metrics.transfer(self.name, up, down)
+        log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
+                                               "duration": "%.3fs" % (time.monotonic() - started)})
+
+    def _http_route(self, tunnel_id, dst, host, client):
+        """The route to ``tunnel_id`` for requests to ``dst``: a stream, with its header, per run."""
+        registry = self.registry
+        name = self.name
+        opened = {}
+
+        def open_():
+            try:
+                stream, connector = registry.open_stream(tunnel_id)
+            except NoConnector as exc:
+                raise Refused(503, NO_LIVE_CONNECTION % host, detail=str(exc)) from None
+            metrics.tunnel_stream(name, connector.tunnel_id.text)
+            try:
+                stream.sendall(relay.Response(relay.OK, addrs=(client, dst)).encode())
+            except OSError as exc:
+                stream.close()
+                raise Refused(503, NO_LIVE_CONNECTION % host, detail=str(exc)) from None
+            opened[stream] = connector
+            return stream, {"tunnel": tunnel_id.text, "connector": connector.id.text}, False
+
+        def release(stream, _reusable, sent, received):
+            stream.close()
+            connector = opened.pop(stream, None)
+            if connector is not None:
+                connector.streams += 1
+                connector.bytes_in += sent
+                connector.bytes_out += received
+
+        def reroute():
+            # Only where a connection answers: selection passes stalled ones over then.
+            tunnel = registry.get(tunnel_id)
+            if tunnel is None or not tunnel.answering():
+                raise Refused(503, NO_LIVE_CONNECTION % host, detail="no other tunnel connection answers")
+            stream, fields, _ = open_()
+            return stream, fields
+
+        return Route((tunnel_id.key, dst), open_, release, reroute=reroute)
+
+
+def lookup(ingress, host, head=None):
+    """``(tunnel ID, dst)`` for a host (an HTTP request's, or TLS's SNI when ``head`` is None).
+
+    :class:`Refused` (502) when no public rule names the host.
+    """
+    rule = ingress.lookup(host) if ingress is not None and host else None
+    if rule is None or rule.endpoint.private:
+        raise Refused(502, "no tunnel for host %s" % (host or "(none)"))
+    if head is None:
+        return rule.endpoint, "%s:443" % host
+    _, port = split_host_port(head.header("host") or "")
+    return rule.endpoint, "%s:%s" % (host, port if port.isdigit() else "80")
+
+
+def refuse(conn, protocol, status, message, log, detail=None):
+    """Log why, and tell an HTTP client (``status`` and ``message``); TLS clients are just closed."""
+    log.warning("%s", detail or message)
+    if protocol == HTTP:
+        close_gently(conn, simple_response(status, "gostgev: " + message))
