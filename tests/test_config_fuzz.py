@@ -1,6 +1,6 @@
 """Config front ends under arbitrary input: -L/-F URLs and raw config data give a Config or ConfigError.
 
-The checkers come from tests/fuzz_targets.py, the same ones scripts/fuzz.py
+The checkers come from scripts/fuzz_targets.py, the same ones scripts/fuzz.py
 runs, so "anything but ConfigError is a bug" is stated once.
 """
 
@@ -8,12 +8,12 @@ import copy
 
 import pytest
 import yaml
+from fuzz_targets import ERROR, OUTCOMES, VALUE, check_config_raw, check_config_yaml, check_urls
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gostgev.config.load import read_file
 from gostgev.errors import ConfigError
-from tests.fuzz_targets import ERROR, OUTCOMES, VALUE, check_config_raw, check_config_yaml, check_urls
 
 TUNNEL = "4d21094e-b74c-4916-86c1-d9fa36ea677b"
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

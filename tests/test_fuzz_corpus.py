@@ -1,19 +1,18 @@
 """Replay the fuzzing seed corpus (tests/data/fuzz/<target>/) through each target's checker.
 
-The same checkers back scripts/fuzz.py, so every seed, and every regression
-input added after a finding, is re-checked on each test run.
+The same checkers (scripts/fuzz_targets.py) back scripts/fuzz.py, so every
+seed, and every regression input added after a finding, is re-checked on
+each test run.  tests/fuzz_seeds.py builds the corpus.
 """
 
-import pathlib
-
+import fuzz_targets
 import pytest
+from fuzz_targets import ERROR, MORE, OUTCOMES, TARGETS, VALUE
 
 from gostgev.codec import mux
 from gostgev.errors import RemoteProtocolError
-from tests import fuzz_targets
-from tests.fuzz_targets import ERROR, MORE, OUTCOMES, TARGETS, VALUE
+from tests.fuzz_seeds import CORPUS, corpus_seeds
 
-CORPUS = pathlib.Path(__file__).resolve().parent / "data" / "fuzz"
 HEAD = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"
 
 
@@ -27,6 +26,12 @@ def test_every_target_has_a_corpus_and_nothing_else_does():
     assert sorted(p.name for p in CORPUS.iterdir() if p.is_dir()) == sorted(TARGETS)
     for name in TARGETS:
         assert any((CORPUS / name).iterdir()), name
+
+
+def test_the_seed_builder_makes_seeds_for_every_target_and_only_those():
+    seeds = corpus_seeds()
+    assert sorted(seeds) == sorted(TARGETS)
+    assert all(seeds.values())
 
 
 @pytest.mark.parametrize("name, path", list(seed_files()))

@@ -1,11 +1,12 @@
 """Every codec fuzz target under Hypothesis, plus "pieces parse like the whole" for the relay and PROXY heads.
 
-The checkers (tests/fuzz_targets.py) already compare whole-input and
+The checkers (scripts/fuzz_targets.py) already compare whole-input and
 chunked results; here they get both arbitrary bytes and valid streams cut
 at random, so the comparison is made where it matters.
 """
 
 
+from fuzz_targets import ERROR, MORE, OUTCOMES, TARGETS, VALUE, chunks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +14,6 @@ from gostgev.codec import mux, ws
 from gostgev.codec.proxyproto import encode_v1, encode_v2, parse_proxy_header
 from gostgev.codec.relay import Request, Response, TunnelID, parse_request, parse_response
 from tests.codec.test_relay import _is_ip
-from tests.fuzz_targets import ERROR, MORE, OUTCOMES, TARGETS, VALUE, chunks
 
 CODEC_TARGETS = sorted(set(TARGETS) - {"url", "config-yaml"})
 SETTINGS = settings(max_examples=150, deadline=None)

@@ -10,7 +10,9 @@ on input already past that limit).
 
 ``scripts/fuzz.py`` runs these under atheris; ``tests/test_fuzz_corpus.py``
 replays the seed corpus through them and the Hypothesis properties reuse
-them, so all three agree on what counts as a bug.  Parameters that are not
+them, so all three agree on what counts as a bug.  This module imports
+gostgev and nothing from the test suite; the tests find it on ``sys.path``
+(``tests/__init__.py`` adds ``scripts/``).  Parameters that are not
 part of the wire (smux version, masking side, how the stream is chunked) come
 from the first input bytes, so a crash file alone reproduces the run.
 """
