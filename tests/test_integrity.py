@@ -30,7 +30,7 @@ import pytest
 from gevent import socket
 
 from gostgev.codec import relay
-from gostgev.netio import mux as mux_module
+from gostgev.netio.mux import stream as mux_stream
 from tests.conftest import LOCALHOST, wait_until
 from tests.test_forward import proxy_config
 from tests.test_tunnel import TUNNEL_A, client_config, server_config
@@ -436,7 +436,7 @@ def test_half_closed_client_that_pauses_reading_gets_the_whole_download(
     """The client sends its request and SHUT_WR, then stops reading for a while (a busy or slow
     consumer) while a download larger than every buffer on the way is pending.  Over TCP that is
     plain back-pressure; nothing may be lost."""
-    monkeypatch.setattr(mux_module, "HALF_CLOSED_WINDOW_WAIT", PAUSE / 5)
+    monkeypatch.setattr(mux_stream, "HALF_CLOSED_WINDOW_WAIT", PAUSE / 5)
     route = make_route(name, start_services, backend, test_ca)
     p = plan(1, 100, 16 * MiB, salt=12)
     route.ledger.script = duplex_script(route.ledger, {1: p}, piece=65536 + 7)
@@ -455,7 +455,7 @@ def test_half_closed_backend_that_pauses_reading_gets_the_whole_upload(
         name, start_services, backend, test_ca, monkeypatch):
     """The mirror image: the backend answers and SHUT_WR first, then pauses before reading a
     large upload."""
-    monkeypatch.setattr(mux_module, "HALF_CLOSED_WINDOW_WAIT", PAUSE / 5)
+    monkeypatch.setattr(mux_stream, "HALF_CLOSED_WINDOW_WAIT", PAUSE / 5)
     route = make_route(name, start_services, backend, test_ca)
     ledger = route.ledger
     p = plan(2, 16 * MiB, 100, salt=13)

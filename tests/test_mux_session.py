@@ -331,9 +331,9 @@ def test_sender_stops_at_initial_window(make):
 
 def test_peer_fin_ends_a_writer_stuck_on_the_window(make, monkeypatch):
     """A Go peer that sent FIN never reopens the window: the blocked writer gives up after the grace."""
-    import gostgev.netio.mux as mux_module
+    import gostgev.netio.mux.stream as mux_stream
 
-    monkeypatch.setattr(mux_module, "HALF_CLOSED_WINDOW_WAIT", 0.3)
+    monkeypatch.setattr(mux_stream, "HALF_CLOSED_WINDOW_WAIT", 0.3)
     session, peer = make.raw(client=True)
     stream = session.open_stream()
     sender = gevent.spawn(stream.sendall, b"x" * (1 << 20))
