@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import gevent
 
+from gostgev.addr import format_address
 from gostgev.codec import relay
+from gostgev.errors import ProtocolError
 from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.netio.peek import PeerClosed, read_head, with_prefix
 from gostgev.registry import Registry
@@ -62,20 +64,38 @@ class Bound:
     connector_id: object     #: TunnelID the server gave this connection (tunnel only)
     header_has_target: bool  #: whether stream headers carry a target address
 
+    def read_stream_header(self, stream, timeout):
+        """A stream the server opened -> ``(conn, client address, target or None)``.
+
+        The server writes a relay header first (status OK, the public
+        client's address, and for tunnels the ``host:port`` it asked for);
+        ``conn`` is the stream with the bytes read past the header put
+        back.  ProtocolError, PeerClosed (also on ``timeout``) or OSError.
+        """
+        with gevent.Timeout(timeout, PeerClosed):
+            (header, used), data = read_head(stream, relay.parse_response)
+        if header.status != relay.OK or not header.addrs:
+            raise ProtocolError("stream header without OK status and source address")
+        target = header.addrs[1] if self.header_has_target and len(header.addrs) > 1 else None
+        return with_prefix(stream, data[used:]), _split(header.addrs[0]), target
+
+
+def _split(text):
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port) if port.isdigit() else 0
+
 
 def _peer(conn):
     try:
-        host, port = conn.getpeername()[:2]
-        return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+        return format_address(conn.getpeername())
     except OSError:
         return "server"
 
 
 def _local(conn):
     try:
-        host, port = conn.getsockname()[:2]
-        return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-    except (OSError, AttributeError, ValueError):
+        return format_address(conn.getsockname())
+    except (OSError, AttributeError, ValueError, TypeError):
         return "0.0.0.0:0"
 
 

@@ -8,8 +8,12 @@
   stream's header and hands the stream to the handler.  Without a chain it is
   a plain local ``tcp`` listener, as in GOST.
 
-Either way the handler is called as ``handle(conn, address, target=None)``
-and owns ``conn`` until it returns.
+Either way a listener calls ``accepted(conn, address, meta)`` for each
+connection (``meta``: what a stream header said, e.g. the target), in a
+greenlet of its own, and applies no policy: the service's accept pipeline
+(:mod:`gostgev.pipeline`) does, calling the listener's ``upgrade`` for the
+transport handshake.  The rtcp stream header is read by the connector's
+bound side (:meth:`gostgev.connector.Bound.read_stream_header`).
 """
 
 import gevent
@@ -18,10 +22,9 @@ import gevent.pool
 from gostgev import metrics
 from gostgev.accept import listen_key, listen_tcp, serve_tcp
 from gostgev.addr import Addr, format_address
-from gostgev.codec import relay
 from gostgev.errors import ProtocolError
 from gostgev.limits import RateLimitedLog
-from gostgev.netio.peek import PeerClosed, read_head, with_prefix
+from gostgev.netio.peek import PeerClosed
 from gostgev.registry import Registry
 
 # format_address is re-exported for the modules that still import it from here.
@@ -69,28 +72,23 @@ class TcpListener:
         # rewritten with the port it got still names the same socket.
         return {listen_key(Addr(self.addr.host, sock.getsockname()[1])): sock}
 
-    def start(self, handle, gate=None, accept_proxy=False):
-        """Serve connections: [PROXY header] -> admission and limits -> [upgrade] -> handle.
+    def start(self, accepted):
+        """Accept connections: ``accepted(conn, address)`` for each, in a greenlet of its own.
 
-        A PROXY header precedes everything else on the wire and names the
-        real client, so it is read first; admission runs before any costly
-        TLS handshake; the transport upgrade (TLS, WebSocket) comes last.
+        The listener applies no policy: the service's accept pipeline
+        (:func:`gostgev.service.accept_pipeline`) does, calling
+        :attr:`upgrade` for the transport handshake.
         """
         self.bind()
-        serve = self.upgrading(handle)
-        if gate is not None:
-            serve = gate.wrap(serve)
-        if accept_proxy:
-            from gostgev.netio.proxyproto import accepting_proxy_headers
-
-            serve = accepting_proxy_headers(serve, self.log)
         sock, self._sock = self._sock, None
-        self.server = serve_tcp(sock, serve, self.log)
+        self.server = serve_tcp(sock, accepted, self.log)
         self.log.info("listening on %s", format_address(self.server.address))
 
-    def upgrading(self, handle):
-        """``handle`` behind this listener's transport handshake (none for plain TCP)."""
-        return handle
+    #: whether a PROXY header may precede this listener's connections
+    takes_proxy_header = True
+    #: ``upgrade(conn, address)`` -> the connection after the transport
+    #: handshake, or None when it failed; None for plain TCP
+    upgrade = None
 
     @property
     def address(self):
@@ -121,21 +119,15 @@ class _Upgrading(TcpListener):
         super().__init__(service_config, log, addr, reuse_port)
         self.warn = RateLimitedLog(log)
 
-    def upgrading(self, handle):
-        def upgraded(sock, address, *args):
-            try:
-                conn = self.upgrade(sock)
-            except (OSError, ProtocolError) as exc:
-                # One line per second at most: a scanner must not flood the log.
-                self.warn.warning("handshake", "%s handshake with %s failed: %s", self.kind, address[0],
-                                  exc or "timeout")
-                return
-            try:
-                return handle(conn, address, *args)
-            finally:
-                conn.close()
-
-        return upgraded
+    def upgrade(self, sock, address):
+        """The connection after this listener's handshake, or None (one line logged, at most one a second)."""
+        try:
+            return self.handshake(sock)
+        except (OSError, ProtocolError) as exc:
+            # A scanner must not flood the log.
+            self.warn.warning("handshake", "%s handshake with %s failed: %s", self.kind, address[0],
+                              exc or "timeout")
+            return None
 
 
 def _server_tls(config, log):
@@ -158,7 +150,7 @@ class TlsListener(_Upgrading):
             self.tls = _server_tls(self.service_config, self.log)
         super().bind(inherit)
 
-    def upgrade(self, sock):
+    def handshake(self, sock):
         from gostgev.netio.tls import accept_tls
 
         return accept_tls(sock, self.tls, self.HANDSHAKE_TIMEOUT)
@@ -176,7 +168,7 @@ class WsListener(_Upgrading):
         super().__init__(service_config, log, addr, reuse_port)
         self.path = service_config.listener.options
 
-    def upgrade(self, sock):
+    def handshake(self, sock):
         from gostgev.netio.ws import ws_accept
 
         return ws_accept(sock, self.path, self.HANDSHAKE_TIMEOUT)
@@ -192,10 +184,10 @@ class WssListener(WsListener):
             self.tls = _server_tls(self.service_config, self.log)
         super().bind(inherit)
 
-    def upgrade(self, sock):
+    def handshake(self, sock):
         from gostgev.netio.tls import accept_tls
 
-        return super().upgrade(accept_tls(sock, self.tls, self.HANDSHAKE_TIMEOUT))
+        return super().handshake(accept_tls(sock, self.tls, self.HANDSHAKE_TIMEOUT))
 
 
 @LISTENERS.register("rtcp")
@@ -219,10 +211,16 @@ class RtcpListener(TcpListener):
         if self.chain is None:   # a plain local listener, as in GOST
             super().bind(inherit)
 
-    def start(self, handle, gate=None, accept_proxy=False):
+    def start(self, accepted):
+        """Without a chain, a local TCP listener; with one, ``accepted(stream, client address,
+        {"target": host:port or None})`` for each stream the server opens."""
         if self.chain is None:
-            return super().start(handle, gate, accept_proxy)
-        self._loop = gevent.spawn(self._run, gate.wrap(handle) if gate is not None else handle)
+            return super().start(accepted)
+        self._loop = gevent.spawn(self._run, accepted)
+
+    @property
+    def takes_proxy_header(self):
+        return self.chain is None   # a tunnel's streams name their client in the stream header
 
     @property
     def address(self):
@@ -268,23 +266,17 @@ class RtcpListener(TcpListener):
                 return
             if stream is None:
                 continue
-            self._streams.spawn(self._serve_stream, stream, bound.header_has_target, handle)
+            self._streams.spawn(self._serve_stream, bound, stream, handle)
 
-    def _serve_stream(self, stream, has_target, handle):
+    def _serve_stream(self, bound, stream, accepted):
         try:
             try:
-                with gevent.Timeout(STREAM_HEADER_TIMEOUT, PeerClosed):
-                    (header, used), data = read_head(stream, relay.parse_response)
+                conn, address, target = bound.read_stream_header(stream, STREAM_HEADER_TIMEOUT)
             except (PeerClosed, ProtocolError, OSError) as exc:
                 # GOST drops the whole connection here; one bad stream is not worth that.
                 self.log.warning("bad stream header, closing the stream: %s", exc or "timeout")
                 return
-            if header.status != relay.OK or not header.addrs:
-                self.log.warning("stream header without OK status and source address, closing the stream")
-                return
-            address = _split(header.addrs[0])
-            target = header.addrs[1] if has_target and len(header.addrs) > 1 else None
-            handle(with_prefix(stream, data[used:]), address, target)
+            accepted(conn, address, {"target": target})
         finally:
             stream.close()
 
@@ -303,8 +295,3 @@ class RtcpListener(TcpListener):
         self.close()
         self._streams.join(timeout=timeout)
         self._streams.kill(block=True, timeout=1)
-
-
-def _split(text):
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port) if port.isdigit() else 0

@@ -1,78 +1,27 @@
 """A service = listener + handler.
 
-The listener delivers connections (a StreamServer's accepted sockets, or a
-tunnel client's streams), one greenlet each, to ``_handle``.  Handler
-exceptions are logged here, once, so that one bad connection never takes the
-service down.
+A listener delivers raw connections (a StreamServer's accepted sockets, or
+a tunnel client's streams, with what their stream header said) and knows
+nothing of policy; :func:`gostgev.pipeline.accept_pipeline` puts the
+PROXY header, admission and limits and the transport upgrade in front of
+the handler, in wire order.  The handler gets a
+:class:`gostgev.connection.Connection` and returns an outcome, which is
+counted here.  Handler exceptions are logged here, once, so that one bad
+connection never takes the service down.
 """
 
 from dataclasses import dataclass, field
 
 from gostgev import metrics
 from gostgev.addr import format_address
-from gostgev.codec.http import simple_response
-from gostgev.codec.sniff import HTTP
+from gostgev.connection import Connection
 from gostgev.handler import HANDLERS, Change
 from gostgev.ingress import IngressStore
-from gostgev.limits import ConnLimiter, RateLimitedLog
 from gostgev.listener import LISTENERS
 from gostgev.logsetup import get_logger
-from gostgev.netio.close import close_gently
-from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
+from gostgev.pipeline import Gate, accept_pipeline
 
-__all__ = ["Service", "ServiceContext", "ServiceError", "Gate", "Change"]
-
-#: seconds a refused connection is watched for an HTTP request, so that an
-#: HTTP client over a limit gets a 429 instead of a bare close
-REFUSAL_PROBE_SECONDS = 0.5
-
-
-class Gate:
-    """Admission and connection limits in front of a handler."""
-
-    def __init__(self, config, log):
-        self.warn = RateLimitedLog(log)
-        self.climits = None
-        self.limiter = None
-        self.update(config)
-
-    def update(self, config):
-        """New admission and limits for new connections (a reload)."""
-        self.admission = config.admission
-        if config.climits != self.climits:
-            # Live connections release on the limiter that counted them.
-            self.climits = config.climits
-            self.limiter = ConnLimiter.parse(config.climits) if config.climits else None
-
-    def wrap(self, handle):
-        def gated(conn, address, *args):
-            ip = address[0]
-            if self.admission is not None and not self.admission.allows(ip):
-                self.warn.warning("admission", "client %s refused by admission, closing", ip)
-                return
-            limiter = self.limiter
-            if limiter is None:
-                return handle(conn, address, *args)
-            reason = limiter.acquire(ip)
-            if reason is not None:
-                self.warn.warning("climiter", "%s, refusing %s", reason, ip)
-                _tell_http_client(conn, 429, "too many connections")
-                return
-            try:
-                return handle(conn, address, *args)
-            finally:
-                limiter.release(ip)
-
-        return gated
-
-
-def _tell_http_client(conn, status, message):
-    try:
-        sniffed = sniff(conn, REFUSAL_PROBE_SECONDS)
-    except (SniffTimeout, PeerClosed, MalformedHead, OSError):
-        return
-    if sniffed.protocol == HTTP:
-        close_gently(conn, simple_response(status, "gostgev: " + message))
+__all__ = ["Service", "ServiceContext", "ServiceError", "Change"]
 
 
 class ServiceError(Exception):
@@ -138,23 +87,27 @@ class Service:
 
     def serve(self):
         self.handler.start(self)
-        self.listener.start(self._handle, gate=self.gate, accept_proxy=self.config.proxy_protocol > 0)
+        listener = self.listener
+        self.listener.start(accept_pipeline(
+            self._handle, self.log, proxy=listener.takes_proxy_header and self.config.proxy_protocol > 0,
+            gate=self.gate, upgrade=listener.upgrade))
 
     def listening(self):
         """``{address key: socket}`` of every listening socket, for a successor to take over."""
         return {**self.handler.listening(), **self.listener.listening()}
 
-    def _handle(self, conn, address, target=None):
-        token = metrics.request_started(self.config.name)
-        failed = True
+    def _handle(self, conn, address, meta=None):
+        name = self.config.name
+        token = metrics.request_started(name)
+        ok = False
         try:
-            # A handler returns something (the reason) when the connection failed.
-            failed = bool(self.handler.handle(conn, address, target))
+            outcome = self.handler.handle(Connection(conn, address, self.log, name, meta and meta.get("target")))
+            ok = outcome is not None and outcome.ok
         except Exception:
             # A handler bug must cost one connection, not the service.
             self.log.exception("handler error", fields={"remote": format_address(address)})
         finally:
-            metrics.request_finished(token, failed)
+            metrics.request_finished(token, not ok)
 
     def can_reconfigure(self, config):
         """Whether ``config`` can be applied without a new listener."""

@@ -1,8 +1,9 @@
 """Handlers: what a service does with each accepted connection.
 
 A handler class is registered under GOST's type names and is instantiated
-once per service.  ``handle(sock, address)`` runs in the connection's own
-greenlet and owns the socket until it returns; the server then closes it.
+once per service.  ``handle(conn)`` runs in the connection's own greenlet
+and owns the :class:`gostgev.connection.Connection` until it returns; the
+server then closes it.
 Options come from ``handler.metadata`` and are parsed once, at config load,
 by ``parse_options`` so that a bad value is reported before anything starts.
 """
@@ -75,9 +76,10 @@ class Handler:
     def stop(self, timeout=None):
         """Called when the service stops, after ``close``."""
 
-    def handle(self, conn, address, target=None):
-        """Serve one connection.  ``target`` is the ``host:port`` a tunnel
-        stream header asked for, when the connection is such a stream."""
+    def handle(self, conn):
+        """Serve one :class:`gostgev.connection.Connection` (its ``target`` is the
+        ``host:port`` a tunnel stream header asked for, if any); return an
+        :class:`gostgev.connection.Outcome` (``DONE`` or ``failed(reason)``)."""
         raise NotImplementedError
 
 

@@ -16,6 +16,7 @@ from urllib.parse import quote, unquote, urlsplit
 import gevent
 
 from gostgev.codec.http import parse_request_head, simple_response
+from gostgev.connection import DONE, failed
 from gostgev.handler import HANDLERS, Handler
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import PeerClosed, read_head
@@ -45,28 +46,28 @@ class FileHandler(Handler):
             raise ValueError("file.dir: %r is not a directory" % directory)
         return FileOptions(root=root)
 
-    def handle(self, sock, address, target=None):
-        log = self.log.bind(remote="%s:%d" % address[:2])
+    def handle(self, conn):
+        sock, log = conn.sock, conn.log
         data = b""
         while True:
             try:
                 with gevent.Timeout(KEEPALIVE_TIMEOUT, PeerClosed):
                     head, data = read_head(sock, parse_request_head, data, trigger=b"\n")
             except PeerClosed:
-                return
+                return DONE
             except (ValueError, OSError) as exc:
                 log.debug("bad request: %s", exc)
                 close_gently(sock, simple_response(400, "bad request"))
-                return
+                return failed("bad request: %s" % exc)
             data = data[head.length:]
             if _has_body(head):
                 close_gently(sock, simple_response(413, "request bodies are not accepted"))
-                return
+                return failed("a request with a body")
             keep_alive = _keep_alive(head)
             status = self._respond(sock, head, keep_alive)
             log.debug("%s %s %d", head.method, head.target, status)
             if not keep_alive:
-                return
+                return DONE
 
     def _respond(self, sock, head, keep_alive):
         if head.method not in ("GET", "HEAD"):

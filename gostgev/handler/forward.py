@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from gostgev import metrics
-from gostgev.addr import format_address, host_without_port, parse_addr, split_host_port
-from gostgev.codec.http import simple_response
+from gostgev.addr import host_without_port, parse_addr, split_host_port
 from gostgev.codec.sniff import HTTP, TLS
+from gostgev.connection import DONE, failed
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
 from gostgev.errors import EXHAUSTED_ERRNOS, ProtocolError
 from gostgev.forwarder import Forwarder
@@ -40,9 +40,6 @@ from gostgev.handler.http1 import (
     request_reporter,
     serve_http,
 )
-from gostgev.netio.close import close_gently
-from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
-from gostgev.netio.pipe import pipe
 from gostgev.netio.proxyproto import proxy_header
 
 __all__ = ["ForwardHandler", "ForwardOptions"]
@@ -117,23 +114,21 @@ class ForwardHandler(Handler):
 
             self.chain = Chain(service_config.handler.chain, self.options.dial_timeout)
 
-    def handle(self, conn, address, target=None):
-        started = time.monotonic()
-        client = format_address(address)
-        log = self.log.bind(remote=client)
+    def handle(self, conn):
         sniffed = None
         if self.options.sniffing:
-            sniffed = self._sniff(conn, log)
+            sniffed = conn.sniff(self.options.sniffing_timeout)
             if sniffed is None:
-                return "no request head"
+                return failed("no request head")
         protocol = sniffed.protocol if sniffed else None
+        target, address = conn.target, conn.address
         if protocol == HTTP and sniffed.head.version != "HTTP/2.0":
-            return self._serve_http(conn, address, client, sniffed, target, log, started)
+            return self._serve_http(conn, sniffed)
         # A tunnel stream header names the host the public client asked for;
         # it wins over what we sniff (GOST's fixed behaviour, issue #898).
         host = host_without_port(target) if target else (sniffed.host if sniffed else None)
         path = _request_path(sniffed.head.target) if protocol == HTTP else None
-        log = log.bind(host=host, protocol=protocol or None)
+        conn.log = conn.log.bind(host=host, protocol=protocol or None)
 
         if self.forwarder is not None:
             nodes = self.forwarder.route(host, protocol, path, client_ip=address[0])
@@ -141,37 +136,24 @@ class ForwardHandler(Handler):
             # No forwarder: the stream header's target, or through the chain, the sniffed host.
             nodes = [None] if target or (sniffed is not None and self.chain is not None) else []
         if not nodes:
-            return self._refuse(conn, sniffed, 502, "no route for host %s" % (host or "(none)"), log)
-        upstream, node = self._dial(nodes, sniffed, target, client, log)
+            return conn.refuse(502, "no route for host %s" % (host or "(none)"), probe=HTTP_PROBE_TIMEOUT)
+        upstream, node = self._dial(nodes, sniffed, target, conn.peer, conn.log)
         if upstream is None:
-            return self._refuse(conn, sniffed, self.dial_failure_status,
-                                "no node reachable for host %s" % (host or "(none)"), log)
-        log = log.bind(node=node.name if node is not None else "direct")
-        data = sniffed.data if sniffed else b""
+            return conn.refuse(self.dial_failure_status, "no node reachable for host %s" % (host or "(none)"),
+                               probe=HTTP_PROBE_TIMEOUT)
         version = self._proxy_version(node)
-        prefix = proxy_header(version, address[:2], _local_address(conn)) if version else b""
-        up = down = 0
-        error = None
-        try:
-            if prefix or data:
-                upstream.sendall(prefix + data)
-            up, down = pipe(conn, upstream, self.options.idle_timeout)
-        except OSError as exc:
-            error = exc.strerror or str(exc)
-        finally:
-            upstream.close()
-        log.info("%s closed", "connection" if error is None else "connection failed",
-                 fields={"inputBytes": len(data) + up, "outputBytes": down,
-                         "duration": "%.3fs" % (time.monotonic() - started), "error": error})
-        metrics.transfer(self.config.name, len(data) + up, down)
-        return error
+        header = proxy_header(version, address[:2], _local_address(conn.sock)) if version else b""
+        return conn.relay_to(upstream, header, sniffed.data if sniffed else b"", self.options.idle_timeout,
+                             {"node": node.name if node is not None else "direct"})
 
     #: HTTP status when every node failed to dial
     dial_failure_status = 503
 
     # -- HTTP, request by request ------------------------------------------------------
 
-    def _serve_http(self, conn, address, client, sniffed, target, log, started):
+    def _serve_http(self, connection, sniffed):
+        conn, address, client, target, log = (connection.sock, connection.address, connection.peer,
+                                              connection.target, connection.log)
         forwarder, routes = self.forwarder, {}
         # Through a chain, or with PROXY headers naming one client, a
         # connection is this client's alone: nothing is pooled.
@@ -213,8 +195,9 @@ class ForwardHandler(Handler):
         up, down = serve_http(conn, address[0], sniffed.data, route_for, log, on_request, self.options.idle_timeout,
                               forwarding, plain=self.chain is None, head_timeout=self.options.sniffing_timeout)
         log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
-                                               "duration": "%.3fs" % (time.monotonic() - started)})
+                                               "duration": "%.3fs" % (time.monotonic() - connection.started)})
         metrics.transfer(self.config.name, up, down)
+        return DONE
 
     def _http_route(self, key, nodes, sniffed_like, target, client, address, conn, pooled, log):
         """The route to ``key`` (the first of ``nodes``), falling back on the others when a dial fails."""
@@ -259,22 +242,6 @@ class ForwardHandler(Handler):
 
         return Route(key, open_, release, retry, pooled=pooled)
 
-    def _sniff(self, sock, log):
-        try:
-            return sniff(sock, self.options.sniffing_timeout)
-        except SniffTimeout:
-            log.info("no complete request head within %gs, closing", self.options.sniffing_timeout)
-        except PeerClosed:
-            log.debug("client closed before sending a request head")
-        except MalformedHead as exc:
-            log.warning("%s", exc)
-            # An HTTP client is told why; a TLS client cannot read plain text.
-            if exc.protocol == HTTP:
-                close_gently(sock, simple_response(400, "gostgev: bad request"))
-        except OSError as exc:
-            log.debug("client error while sniffing: %s", exc)
-        return None
-
     def _proxy_version(self, node):
         """PROXY header version for this node: node metadata wins over the handler's."""
         if node is not None and node.config.proxy_protocol is not None:
@@ -305,16 +272,6 @@ class ForwardHandler(Handler):
             return upstream, node
         return None, None
 
-    def _refuse(self, conn, sniffed, status, message, log):
-        """Log why, and tell an HTTP client in its own protocol; others are just closed."""
-        log.warning("%s", message)
-        if sniffed is None:
-            sniffed = _probe_http(conn)
-        if sniffed is not None and sniffed.protocol == HTTP:
-            close_gently(conn, simple_response(status, "gostgev: " + message))
-        return message
-
-
 @HANDLERS.register("rtcp")
 class RemoteForwardHandler(ForwardHandler):
     """``rtcp``: the same forwarding, for connections arriving through a tunnel.
@@ -339,14 +296,6 @@ class _HttpRequest:
     def __init__(self, head):
         self.head = head
         self.host = head.host
-
-
-def _probe_http(conn):
-    """After a failure without sniffing: briefly look whether the client speaks HTTP."""
-    try:
-        return sniff(conn, HTTP_PROBE_TIMEOUT)
-    except (SniffTimeout, PeerClosed, MalformedHead, OSError):
-        return None
 
 
 def _local_address(conn):

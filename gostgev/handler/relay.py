@@ -16,14 +16,14 @@ v1.  (GOST's relay handler always uses ``mux.version``, default 1, so a
 """
 
 import dataclasses
-import time
 from dataclasses import dataclass
 
-from gostgev import metrics
 from gostgev.accept import listen_tcp, serve_tcp
 from gostgev.addr import format_address, parse_addr
 from gostgev.auth import authorized
 from gostgev.codec import relay
+from gostgev.connection import DONE, failed
+from gostgev.connection import relay_refused as refused
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
 from gostgev.handler import HANDLERS, Handler
 from gostgev.netio.mux import MuxConfig, MuxSession
@@ -59,58 +59,50 @@ class RelayHandler(Handler):
             dial_timeout=md.duration("dialtimeout") or DEFAULT_DIAL_TIMEOUT, mux=MuxConfig.from_metadata(md),
             mux_version_set=md.int("mux.version", default=0) != 0, auther=context.auther)
 
-    def handle(self, conn, address, target=None):
-        log = self.log.bind(remote=format_address(address))
+    def handle(self, connection):
+        conn, log = connection.sock, connection.log
         request, leftover = read_request(conn, self.options.read_timeout, log)
         if request is None:
-            return
+            return failed("no relay request")
         if not authorized(self.options.auther, request.username, request.password):
             log.warning("unauthorized", fields={"user": request.username})
-            return reply(conn, relay.UNAUTHORIZED)
+            return refused(conn, relay.UNAUTHORIZED)
         if not request.addrs:
-            return reply(conn, relay.BAD_REQUEST)
+            return refused(conn, relay.BAD_REQUEST)
         if request.cmd == relay.CONNECT:
-            return self._connect(conn, request, leftover, log)
+            return self._connect(connection, request, leftover)
         if request.cmd == relay.BIND:
             return self._bind(conn, request, log)
-        reply(conn, relay.BAD_REQUEST)
+        return refused(conn, relay.BAD_REQUEST)
 
-    def _connect(self, conn, request, leftover, log):
+    def _connect(self, connection, request, leftover):
+        conn = connection.sock
         target = request.addrs[-1]
-        log = log.bind(target=target)
+        log = connection.log = connection.log.bind(target=target)
         if request.network not in (None, "tcp"):
             log.warning("relay CONNECT for network %s is not supported", request.network)
-            return reply(conn, relay.BAD_REQUEST)
+            return refused(conn, relay.BAD_REQUEST)
         try:
             addr = parse_addr(target)
             upstream = dial_tcp(addr.host, addr.port, self.options.dial_timeout)
         except (OSError, ValueError) as exc:
             log.warning("dial failed: %s", getattr(exc, "strerror", None) or exc)
-            return reply(conn, relay.HOST_UNREACHABLE)
-        started = time.monotonic()
-        try:
-            reply(conn, relay.OK)
-            if leftover:
-                upstream.sendall(leftover)
-            up, down = pipe(conn, upstream)
-        finally:
-            upstream.close()
-        log.info("connection closed", fields={"inputBytes": len(leftover) + up, "outputBytes": down,
-                                              "duration": "%.3fs" % (time.monotonic() - started)})
-        metrics.transfer(self.config.name, len(leftover) + up, down)
+            return refused(conn, relay.HOST_UNREACHABLE)
+        reply(conn, relay.OK)
+        return connection.relay_to(upstream, replay=leftover)
 
     def _bind(self, conn, request, log):
         if not self.options.bind:
             log.warning("BIND refused: metadata bind is not enabled")
-            return reply(conn, relay.FORBIDDEN)
+            return refused(conn, relay.FORBIDDEN)
         if request.network not in (None, "tcp"):
-            return reply(conn, relay.BAD_REQUEST)
+            return refused(conn, relay.BAD_REQUEST)
         try:
             addr = parse_addr(request.addrs[-1])
             sock = listen_tcp(addr)
         except (OSError, ValueError) as exc:
             log.warning("BIND %s failed: %s", request.addrs[-1], getattr(exc, "strerror", None) or exc)
-            return reply(conn, relay.SERVICE_UNAVAILABLE)
+            return refused(conn, relay.SERVICE_UNAVAILABLE)
         bound = format_address(sock.getsockname())
         mux = self.options.mux_for(request)
         try:
@@ -118,7 +110,7 @@ class RelayHandler(Handler):
         except OSError as exc:
             sock.close()    # the client is gone: free the port it asked for
             log.info("BIND %s: client gone before the reply: %s", bound, exc.strerror or exc)
-            return "client gone"
+            return failed("client gone")
         session = MuxSession(conn, mux, client=True, name="relay bind %s" % bound)
         log = log.bind(bind=bound, mux="v%d" % mux.version)
         server = serve_tcp(sock, lambda c, a: self._carry(session, c, a, log), log)
@@ -128,6 +120,7 @@ class RelayHandler(Handler):
         finally:
             server.stop(timeout=1)
         log.info("remote port released: %s", session.close_reason or "closed")
+        return DONE
 
     def _carry(self, session, conn, address, log):
         """A connection to the bound port: one stream to the client, with its header."""

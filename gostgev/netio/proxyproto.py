@@ -9,10 +9,9 @@ every connection comes through a trusted balancer.
 import gevent
 
 from gostgev.codec.proxyproto import encode_v1, encode_v2, looks_like_proxy, parse_proxy_header
-from gostgev.errors import ProtocolError
 from gostgev.netio.peek import PeerClosed, read_head, with_prefix
 
-__all__ = ["accept_proxy_header", "accepting_proxy_headers", "proxy_header", "HEADER_TIMEOUT"]
+__all__ = ["accept_proxy_header", "proxy_header", "HEADER_TIMEOUT"]
 
 #: seconds to wait for a PROXY header (GOST's entrypoint uses 10 s too)
 HEADER_TIMEOUT = 10.0
@@ -37,15 +36,3 @@ def proxy_header(version, src, dst):
     return encode_v1(src, dst) if version == 1 else encode_v2(src, dst)
 
 
-def accepting_proxy_headers(handle, log):
-    """Wrap ``handle`` so that a leading PROXY header sets the client address."""
-
-    def unwrap(conn, address, *args):
-        try:
-            conn, address = accept_proxy_header(conn, address)
-        except (PeerClosed, ProtocolError, OSError) as exc:
-            log.warning("bad or missing PROXY header from %s: %s", address[0], exc or "timeout")
-            return
-        return handle(conn, address, *args)
-
-    return unwrap

@@ -15,15 +15,13 @@ visitor checks and the handler's auth.
 
 from gostgev.addr import format_address
 from gostgev.codec import relay
-from gostgev.codec.http import simple_response
 from gostgev.codec.sniff import HTTP, RELAY, TLS
-from gostgev.errors import ProtocolError
+from gostgev.connection import DONE, Connection, failed, relay_refused
 from gostgev.handler.http1 import Refused
-from gostgev.handler.tunnel.router import lookup, refuse
+from gostgev.handler.tunnel.router import lookup
 from gostgev.listener import TcpListener
-from gostgev.netio.close import close_gently
-from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
-from gostgev.netio.relayio import read_request, reply
+from gostgev.netio.relayio import read_request
+from gostgev.pipeline import accept_pipeline
 
 __all__ = ["Entrypoint"]
 
@@ -45,13 +43,14 @@ class Entrypoint:
 
     def start(self, gate):
         """Listen; the service's admission and connection limits apply here too."""
-        self.listener.start(self._guarded, gate=gate, accept_proxy=self.router.options.entrypoint_proxy)
+        self.listener.start(accept_pipeline(self._guarded, self.log, proxy=self.router.options.entrypoint_proxy,
+                                            gate=gate))
 
-    def _guarded(self, conn, address, target=None):
+    def _guarded(self, sock, address, meta=None):
         # As Service._handle does for the tunnel port: a bug costs one
         # connection and one log line, never a dead greenlet on stderr.
         try:
-            self.handle(conn, address)
+            self.handle(Connection(sock, address, self.log, self.router.name))
         except Exception:
             self.log.exception("handler error", fields={"remote": format_address(address)})
 
@@ -61,52 +60,43 @@ class Entrypoint:
     def stop(self, timeout=None):
         self.listener.stop(timeout)
 
-    def handle(self, conn, address):
-        client = format_address(address)
-        log = self.log.bind(remote=client)
+    def handle(self, conn):
+        """Serve one :class:`~gostgev.connection.Connection`; the outcome."""
         timeout = self.router.options.header_timeout
-        try:
-            sniffed = sniff(conn, timeout)
-        except SniffTimeout:
-            log.info("no complete request head within %gs, closing", timeout)
-            return
-        except MalformedHead as exc:
-            log.warning("%s", exc)
-            if exc.protocol == HTTP:
-                close_gently(conn, simple_response(400, "gostgev: bad request"))
-            return
-        except (PeerClosed, ProtocolError, OSError) as exc:
-            log.debug("closed before routing: %s", exc or "peer closed")
-            return
+        sniffed = conn.sniff(timeout)
+        if sniffed is None:
+            return failed("no request head")
         if sniffed.protocol == RELAY:
-            return self._visitor(conn, address, sniffed.data, timeout, log)
+            return self._visitor(conn, sniffed.data, timeout)
         if sniffed.protocol not in (HTTP, TLS):
-            log.warning("neither HTTP, TLS nor relay, closing")
-            return
-        self._route(conn, client, sniffed, log)
+            conn.log.warning("neither HTTP, TLS nor relay, closing")
+            return failed("not HTTP, TLS or relay")
+        return self._route(conn, sniffed)
 
-    def _visitor(self, conn, address, data, timeout, log):
-        request, leftover = read_request(conn, timeout, log, data)
+    def _visitor(self, conn, data, timeout):
+        request, leftover = read_request(conn.sock, timeout, conn.log, data)
         if request is None:
-            return
+            return failed("no relay request")
         if request.tunnel_id is None or request.tunnel_id.is_zero or request.cmd != relay.CONNECT:
-            return reply(conn, relay.BAD_REQUEST)
+            return relay_refused(conn.sock, relay.BAD_REQUEST)
         if not self.router.authorize(request):
-            log.warning("unauthorized", fields={"user": request.username})
-            return reply(conn, relay.UNAUTHORIZED)
-        self.router.visit(conn, address, request, leftover, self.ingress, log)
+            conn.log.warning("unauthorized", fields={"user": request.username})
+            return relay_refused(conn.sock, relay.UNAUTHORIZED)
+        return self.router.visit(conn, request, leftover, self.ingress)
 
-    def _route(self, conn, client, sniffed, log):
+    def _route(self, conn, sniffed):
         host = sniffed.host
-        log = log.bind(host=host, protocol=sniffed.protocol)
+        conn.log = conn.log.bind(host=host, protocol=sniffed.protocol)
         try:
             tunnel_id, dst = lookup(self.ingress, host, sniffed.head if sniffed.protocol == HTTP else None)
         except Refused as exc:
-            return refuse(conn, sniffed.protocol, exc.status, exc.message, log)
+            return conn.refuse(exc.status, exc.message)
         router = self.router
         if sniffed.protocol == HTTP and sniffed.head.version != "HTTP/2.0":
             # A tunnel held only by another worker: the whole client connection goes there.
-            if not router.holds(tunnel_id) and router.hand_off(conn, tunnel_id, HTTP, client, dst, sniffed.data, log):
-                return
-            return router.serve_http(conn, client, sniffed.data, self.ingress, log)
-        router.relay(conn, tunnel_id, sniffed.protocol, client, dst, sniffed.data, log.bind(tunnel=tunnel_id.text))
+            if not router.holds(tunnel_id) and router.hand_off(conn.sock, tunnel_id, HTTP, conn.peer, dst,
+                                                               sniffed.data, conn.log):
+                return DONE
+            return router.serve_http(conn, sniffed.data, self.ingress)
+        conn.log = conn.log.bind(tunnel=tunnel_id.text)
+        return router.relay(conn, tunnel_id, sniffed.protocol, dst, sniffed.data)

@@ -13,6 +13,7 @@ from gevent import socket
 from gostgev.addr import host_without_port
 from gostgev.codec import relay
 from gostgev.codec.sniff import HTTP
+from gostgev.connection import Connection
 from gostgev.netio.peek import bare_socket
 from gostgev.netio.pipe import pipe
 
@@ -46,14 +47,16 @@ def hand_off(router, conn, tunnel_id, kind, src, dst, data, log):
             sock.close()
 
 
-def handed_over(router, conn, header, data):
+def handed_over(router, sock, header, data):
     """Serve a connection another worker passed here, as that worker would have."""
     kind, src, dst = header["kind"], header["src"], header["dst"]
+    host, _, port = src.rpartition(":")
+    conn = Connection(sock, (host.strip("[]"), int(port) if port.isdigit() else 0),
+                      router.log.bind(worker=header.get("from")), router.name)
     if kind == HTTP:
         # Routed request by request here as well (through the handler's ingress).
-        log = router.log.bind(remote=src, worker=header.get("from"))
-        return router.serve_http(conn, src, data, router.ingress, log)
+        return router.serve_http(conn, data, router.ingress)
     tunnel_id = relay.TunnelID.parse(header["tunnel"])
-    log = router.log.bind(remote=src, host=host_without_port(dst), tunnel=tunnel_id.text, worker=header.get("from"))
+    conn.log = conn.log.bind(host=host_without_port(dst), tunnel=tunnel_id.text)
     # Gone since the other worker looked: refused as it would have been; never passed on again.
-    router.relay(conn, tunnel_id, kind, src, dst, data, log, may_hand_off=False)
+    return router.relay(conn, tunnel_id, kind, dst, data, src=src, may_hand_off=False)

@@ -18,19 +18,17 @@ tunnel service.  Whoever has a client for a tunnel asks it to:
 import time
 
 from gostgev import metrics
-from gostgev.addr import format_address, host_without_port, split_host_port
+from gostgev.addr import host_without_port, split_host_port
 from gostgev.auth import authorized
 from gostgev.codec import relay
-from gostgev.codec.http import simple_response
-from gostgev.codec.sniff import HTTP, RELAY
+from gostgev.codec.sniff import RELAY
+from gostgev.connection import DONE, relay_refused
 from gostgev.handler.http1 import Refused, Route, request_reporter, serve_http
 from gostgev.handler.tunnel.handoff import hand_off, handed_over
-from gostgev.netio.close import close_gently
-from gostgev.netio.pipe import pipe
 from gostgev.netio.relayio import reply
 from gostgev.tunnel import NoConnector, TunnelRegistry
 
-__all__ = ["Router", "lookup", "refuse", "NO_LIVE_CONNECTION"]
+__all__ = ["Router", "lookup", "NO_LIVE_CONNECTION"]
 
 NO_LIVE_CONNECTION = "no live tunnel connection for host %s"
 
@@ -66,8 +64,9 @@ class Router:
 
     # -- whole connections ----------------------------------------------------------------
 
-    def visit(self, conn, address, request, leftover, ingress, log):
-        """CONNECT with a tunnel ID: a visitor, or an external entrypoint.
+    def visit(self, conn, request, leftover, ingress):
+        """CONNECT with a tunnel ID on :class:`~gostgev.connection.Connection` ``conn``:
+        a visitor, or an external entrypoint.
 
         The client address written into the stream header (and from there
         into logs and PROXY headers at the backend) is the peer's own.  Only
@@ -78,79 +77,68 @@ class Router:
         options = self.options
         entrypoint_id = options.entrypoint_id
         external = entrypoint_id is not None and request.tunnel_id.key == entrypoint_id.key
-        src = request.addrs[0] if external and len(request.addrs) > 1 else format_address(address)
+        src = request.addrs[0] if external and len(request.addrs) > 1 else conn.peer
         dst = request.addrs[-1] if request.addrs else ""
         host = host_without_port(dst)
         rule = ingress.lookup(host) if ingress is not None and host else None
         tunnel_id = rule.endpoint if rule else None
-        log = log.bind(host=host or None)
+        log = conn.log = conn.log.bind(host=host or None)
         if external:
             if tunnel_id is None:
                 log.warning("no ingress rule for host")
-                return reply(conn, relay.NETWORK_UNREACHABLE)
+                return relay_refused(conn.sock, relay.NETWORK_UNREACHABLE)
             if tunnel_id.private:
                 log.warning("host is routed to a private tunnel")
-                return reply(conn, relay.HOST_UNREACHABLE)
+                return relay_refused(conn.sock, relay.HOST_UNREACHABLE)
         else:
             if options.direct:
                 tunnel_id = request.tunnel_id
             if tunnel_id is None or tunnel_id.key != request.tunnel_id.key:
                 log.warning("visitor's tunnel ID does not own the host", fields={"tunnel": request.tunnel_id.text})
-                return reply(conn, relay.HOST_UNREACHABLE)
-        self.relay(conn, tunnel_id, RELAY, src, dst, leftover, log.bind(tunnel=tunnel_id.text),
-                   network=request.network or "tcp")
+                return relay_refused(conn.sock, relay.HOST_UNREACHABLE)
+        conn.log = log.bind(tunnel=tunnel_id.text)
+        return self.relay(conn, tunnel_id, RELAY, dst, leftover, src=src, network=request.network or "tcp")
 
-    def relay(self, conn, tunnel_id, kind, src, dst, data, log, network="tcp", may_hand_off=True):
-        """Carry the whole connection ``conn`` (``kind``: RELAY, TLS...) to the tunnel.
+    def relay(self, conn, tunnel_id, kind, dst, data, src=None, network="tcp", may_hand_off=True):
+        """Carry the whole :class:`~gostgev.connection.Connection` ``conn`` to the tunnel; the outcome.
 
-        A relay visitor is answered OK once a stream is open.  With no live
-        connection here, a TCP client goes to the worker that holds one;
-        otherwise it is refused (503 to HTTP, a relay status to a visitor,
-        a close to TLS).
+        ``kind``: RELAY, TLS...; ``data``: the client's bytes already read;
+        ``src``: the client address for the stream header (the peer's by
+        default).  A relay visitor is answered OK once a stream is open.
+        With no live connection here, a TCP client goes to the worker that
+        holds one; otherwise it is refused (a relay status to a visitor,
+        503 to an HTTP client, a close to TLS).
         """
+        src = src or conn.peer
         try:
             stream, connector = self.open(tunnel_id, network)
         except NoConnector as exc:
-            if may_hand_off and network == "tcp" and self.hand_off(conn, tunnel_id, kind, src, dst, data, log):
-                return
+            if may_hand_off and network == "tcp" and self.hand_off(conn.sock, tunnel_id, kind, src, dst, data,
+                                                                   conn.log):
+                return DONE
             if kind == RELAY:
-                log.warning("%s", exc)
-                return reply(conn, relay.SERVICE_UNAVAILABLE)
-            return refuse(conn, kind, 503, NO_LIVE_CONNECTION % host_without_port(dst), log, detail=str(exc))
+                conn.log.warning("%s", exc)
+                return relay_refused(conn.sock, relay.SERVICE_UNAVAILABLE)
+            return conn.refuse(503, NO_LIVE_CONNECTION % host_without_port(dst), detail=str(exc))
         if kind == RELAY:
-            reply(conn, relay.OK)
-        self._pipe(conn, stream, connector, src, dst, data, log)
-
-    def _pipe(self, conn, stream, connector, src, dst, data, log):
-        """Write the stream header and ``data``, then pipe; log one line."""
-        started = time.monotonic()
-        up = down = 0
-        error = None
+            reply(conn.sock, relay.OK)
         metrics.tunnel_stream(self.name, connector.tunnel_id.text)
-        try:
-            stream.sendall(relay.Response(relay.OK, addrs=(src, dst)).encode() + data)
-            up, down = pipe(conn, stream)
-        except OSError as exc:
-            error = exc.strerror or str(exc)
-        finally:
-            stream.close()
-            connector.streams += 1
-            connector.bytes_in += len(data) + up
-            connector.bytes_out += down
-            metrics.transfer(self.name, len(data) + up, down)
-        log.info("connection closed", fields={
-            "connector": connector.id.text, "inputBytes": len(data) + up, "outputBytes": down,
-            "duration": "%.3fs" % (time.monotonic() - started), "error": error})
+        outcome = conn.relay_to(stream, relay.Response(relay.OK, addrs=(src, dst)).encode(), data,
+                                fields={"connector": connector.id.text})
+        connector.streams += 1
+        connector.bytes_in += conn.sent
+        connector.bytes_out += conn.received
+        return outcome
 
     # -- HTTP, request by request ---------------------------------------------------------
 
-    def serve_http(self, conn, client, data, ingress, log):
+    def serve_http(self, conn, data, ingress):
         """Route each request of an HTTP client by its own host through ``ingress``.
 
         Requests in a row for one tunnel and host share a stream; a new
         host opens a new one, whose header names it for the client.
         """
-        started = time.monotonic()
+        client, log = conn.peer, conn.log
         routes = {}
 
         def route_for(head, current):
@@ -161,11 +149,12 @@ class Router:
             return route
 
         options = self.options
-        up, down = serve_http(conn, host_without_port(client), data, route_for, log, request_reporter(log, self.name),
+        up, down = serve_http(conn.sock, conn.address[0], data, route_for, log, request_reporter(log, self.name),
                               forwarding=options.forwarding, plain=True, head_timeout=options.header_timeout)
         metrics.transfer(self.name, up, down)
         log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
-                                               "duration": "%.3fs" % (time.monotonic() - started)})
+                                               "duration": "%.3fs" % (time.monotonic() - conn.started)})
+        return DONE
 
     def _http_route(self, tunnel_id, dst, host, client):
         """The route to ``tunnel_id`` for requests to ``dst``: a stream, with its header, per run."""
@@ -218,10 +207,3 @@ def lookup(ingress, host, head=None):
         return rule.endpoint, "%s:443" % host
     _, port = split_host_port(head.header("host") or "")
     return rule.endpoint, "%s:%s" % (host, port if port.isdigit() else "80")
-
-
-def refuse(conn, protocol, status, message, log, detail=None):
-    """Log why, and tell an HTTP client (``status`` and ``message``); TLS clients are just closed."""
-    log.warning("%s", detail or message)
-    if protocol == HTTP:
-        close_gently(conn, simple_response(status, "gostgev: " + message))

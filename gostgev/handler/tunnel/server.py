@@ -23,13 +23,14 @@ import gevent
 from gostgev import metrics
 from gostgev.addr import format_address, split_host_port
 from gostgev.codec import relay
+from gostgev.connection import DONE, failed, relay_refused
 from gostgev.handler import Change, Handler
 from gostgev.handler.tunnel.entrypoint import Entrypoint
 from gostgev.handler.tunnel.options import parse_options
 from gostgev.handler.tunnel.router import Router
 from gostgev.netio.mux import MuxSession
 from gostgev.netio.peek import with_prefix
-from gostgev.netio.relayio import read_request, reply
+from gostgev.netio.relayio import read_request
 
 __all__ = ["TunnelHandler", "ServerConnector"]
 
@@ -165,30 +166,28 @@ class TunnelHandler(Handler):
 
     # -- the tunnel port ------------------------------------------------------------
 
-    def handle(self, conn, address, target=None):
-        log = self.log.bind(remote=format_address(address))
+    def handle(self, connection):
+        conn, log = connection.sock, connection.log
         request, leftover = read_request(conn, self.options.read_timeout, log)
         if request is None:
-            return
+            return failed("no relay request")
         tunnel_id = request.tunnel_id
         user = self.router.authorize(request)
         if tunnel_id is None or tunnel_id.is_zero:
             log.warning("relay request without a tunnel ID")
-            reply(conn, relay.BAD_REQUEST)
-        elif not user:
+            return relay_refused(conn, relay.BAD_REQUEST)
+        if not user:
             log.warning("unauthorized", fields={"user": request.username})
-            reply(conn, relay.UNAUTHORIZED)
-        elif request.cmd == relay.BIND:
+            return relay_refused(conn, relay.UNAUTHORIZED)
+        if request.cmd == relay.BIND:
             refusal = self._bind_refusal(request, user, log)
-            if refusal is None:
-                self._bind(conn, address, request, leftover, log)
-            else:
-                reply(conn, refusal)
-        elif request.cmd == relay.CONNECT:
-            self.router.visit(conn, address, request, leftover, self.ingress, log)
-        else:
-            log.warning("unsupported relay command %d", request.cmd)
-            reply(conn, relay.BAD_REQUEST)
+            if refusal is not None:
+                return relay_refused(conn, refusal)
+            return self._bind(conn, connection.address, request, leftover, log)
+        if request.cmd == relay.CONNECT:
+            return self.router.visit(connection, request, leftover, self.ingress)
+        log.warning("unsupported relay command %d", request.cmd)
+        return relay_refused(conn, relay.BAD_REQUEST)
 
     def _bind_refusal(self, request, user, log):
         """The status refusing this BIND, or None to accept it."""
@@ -230,6 +229,7 @@ class TunnelHandler(Handler):
             unregister()
         log.info("tunnel connection closed: %s", session.close_reason or "closed",
                  fields={"duration": "%.0fs" % (time.monotonic() - connector.since)})
+        return DONE
 
     def _count_connections(self, tunnel_id):
         tunnel = self.registry.get(tunnel_id)
