@@ -60,9 +60,6 @@ class Auther:
         owners = self._owners.get(tunnel_key)
         return owners is None or username in owners
 
-    def owned(self):
-        return set(self._owners)
-
 
 def authorized(auther, username, password):
     """The user for these credentials; True when no auth is configured; None if refused."""

@@ -14,6 +14,7 @@ so the next attempt tries another server when a hop lists several.
 """
 
 import logging
+import time
 
 from gostgev import metrics
 from gostgev.addr import parse_addr
@@ -68,6 +69,7 @@ class Chain:
         return conn
 
     def _attempt(self, route, finish):
+        started = time.monotonic()
         try:
             conn = self._through(route)
         except OSError as exc:
@@ -85,6 +87,8 @@ class Chain:
             raise
         for _, node in route:
             node.mark_ok()
+        # GOST's gost_chain_node_connect_duration_seconds: from the dial to the connector's answer.
+        metrics.node_connect(self.name, route[-1][1].name, time.monotonic() - started)
         return result
 
     def dial(self, target, network="tcp", src=None):

@@ -128,6 +128,13 @@ class _Base:
         self.username = auth.username if auth else None
         self.password = auth.password if auth else None
 
+    def _request(self, cmd, addrs, network, tunnel_id=None, network_feature=None):
+        """A relay request with this connector's credentials; UDP sets the flag (and, by default, the feature)."""
+        udp = network == "udp"
+        return relay.Request(cmd=cmd, flags=relay.FLAG_UDP if udp else 0, username=self.username,
+                             password=self.password, addrs=addrs, tunnel_id=tunnel_id,
+                             network=network_feature if network_feature is not None else ("udp" if udp else None))
+
 
 @CONNECTORS.register("tunnel")
 class TunnelConnector(_Base):
@@ -149,21 +156,13 @@ class TunnelConnector(_Base):
         self.tunnel_id = relay.TunnelID(opts.tunnel_uuid or uuid.uuid1().bytes, 0, opts.weight)
 
     def connect(self, conn, target, network="tcp", src=None):
-        request = relay.Request(
-            cmd=relay.CONNECT, flags=relay.FLAG_UDP if network == "udp" else 0,
-            username=self.username, password=self.password,
-            addrs=(src or _local(conn), target), tunnel_id=self.tunnel_id,
-            network="udp" if network == "udp" else None)
+        request = self._request(relay.CONNECT, (src or _local(conn), target), network, self.tunnel_id)
         _, leftover = exchange(conn, request)
         return with_prefix(conn, leftover)
 
     def bind(self, conn, addr, network="tcp"):
         # GOST v3 sends ":0" as an empty domain name; we send the same bytes.
-        request = relay.Request(
-            cmd=relay.BIND, flags=relay.FLAG_UDP if network == "udp" else 0,
-            username=self.username, password=self.password,
-            addrs=(_local(conn), addr), tunnel_id=self.tunnel_id,
-            network="udp" if network == "udp" else None)
+        request = self._request(relay.BIND, (_local(conn), addr), network, self.tunnel_id)
         try:
             response, leftover = exchange(conn, request)
         except ConnectError as exc:
@@ -186,19 +185,14 @@ class RelayConnector(_Base):
         return options
 
     def connect(self, conn, target, network="tcp", src=None):
-        request = relay.Request(
-            cmd=relay.CONNECT, flags=relay.FLAG_UDP if network == "udp" else 0,
-            username=self.username, password=self.password, addrs=(target,),
-            network="udp" if network == "udp" else None)
+        request = self._request(relay.CONNECT, (target,), network)
         _, leftover = exchange(conn, request)
         return with_prefix(conn, leftover)
 
     def bind(self, conn, addr, network="tcp"):
         host, _, port = addr.rpartition(":")
-        request = relay.Request(
-            cmd=relay.BIND, flags=relay.FLAG_UDP if network == "udp" else 0,
-            username=self.username, password=self.password,
-            addrs=("%s:%s" % (host or "0.0.0.0", port),), network=network)
+        # GOST's relay BIND names its network ("tcp" too) in the Network feature.
+        request = self._request(relay.BIND, ("%s:%s" % (host or "0.0.0.0", port),), network, network_feature=network)
         response, leftover = exchange(conn, request)
         session = MuxSession(with_prefix(conn, leftover), self.mux, client=False, name="relay bind %s" % addr)
         return Bound(session, response.addrs[0] if response.addrs else "", None, False)

@@ -42,7 +42,3 @@ class RemoteProtocolError(ProtocolError):
 
 class LocalProtocolError(ProtocolError):
     """We were asked to encode something the protocol cannot express."""
-
-
-class DialError(GostError, OSError):
-    """No node could be reached."""

@@ -31,6 +31,7 @@ import time
 import gevent
 from gevent.lock import Semaphore
 
+from gostgev.addr import format_address
 from gostgev.codec import ws as wire
 from gostgev.codec.http import parse_request_head, simple_response
 from gostgev.errors import RemoteProtocolError
@@ -263,8 +264,8 @@ class WsSocket(Wrapped):
 
 def _peer(sock):
     try:
-        return "%s:%s" % sock.getpeername()[:2]
-    except (OSError, TypeError):
+        return format_address(sock.getpeername())
+    except (OSError, TypeError, ValueError):
         return "?"
 
 
