@@ -27,11 +27,11 @@ from gostgev.api import ApiServer
 from gostgev.components import build_config
 from gostgev.config.dump import to_raw
 from gostgev.config.load import read_file
-from gostgev.config.model import LOG_LEVELS
 from gostgev.config.spec import apply_cli
 from gostgev.config.values import parse_duration
 from gostgev.daemon import PidFile, PidFileError, daemonize
 from gostgev.errors import ConfigError
+from gostgev.levels import LOG_LEVELS
 from gostgev.logsetup import reopen_logs, setup_logging
 from gostgev.metrics import MetricsServer
 from gostgev.runtime import ApiView, Runtime

@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 
-from gostgev.config.model import LOG_LEVELS
+from gostgev.levels import LOG_LEVELS
 
 __all__ = ["FieldsLogger", "get_logger", "setup_logging", "reopen_logs"]
 

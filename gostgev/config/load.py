@@ -19,7 +19,6 @@ from gostgev.config.access import (
     section_refs,
 )
 from gostgev.config.model import (
-    LOG_LEVELS,
     AdminConfig,
     Config,
     HandlerConfig,
@@ -32,6 +31,7 @@ from gostgev.config.nodes import chain_ref, check_metadata, parse_chain, parse_f
 from gostgev.config.read import read_file
 from gostgev.config.section import Metadata, Section
 from gostgev.errors import ConfigError
+from gostgev.levels import LOG_LEVELS
 
 __all__ = ["load_file", "read_file", "build_config", "Components"]
 

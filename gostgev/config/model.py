@@ -11,7 +11,7 @@ from gostgev.config.section import Metadata, unknown_key
 
 __all__ = [
     "LogConfig", "SelectorConfig", "NodeConfig", "ForwarderConfig", "HandlerConfig",
-    "ListenerConfig", "ServiceConfig", "Config", "STRATEGIES", "LOG_LEVELS", "AuthConfig",
+    "ListenerConfig", "ServiceConfig", "Config", "STRATEGIES", "AuthConfig",
     "ConnectorConfig", "DialerConfig", "ChainNodeConfig", "HopConfig", "ChainConfig", "IngressConfig",
     "LoadContext", "TLSConfig", "AdminConfig",
 ]
@@ -19,11 +19,6 @@ __all__ = [
 #: selector strategies and their GOST aliases
 STRATEGIES = {"round": "round", "rr": "round", "random": "rand", "rand": "rand",
               "fifo": "fifo", "ha": "fifo", "hash": "hash"}
-
-#: GOST log levels mapped onto Python's (GOST's "trace" is our debug)
-LOG_LEVELS = {"trace": "DEBUG", "debug": "DEBUG", "info": "INFO", "warn": "WARNING",
-              "warning": "WARNING", "error": "ERROR", "fatal": "CRITICAL"}
-
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
