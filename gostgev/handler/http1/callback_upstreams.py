@@ -10,6 +10,8 @@ non-blocking send helpers here serve both of its sides.
 
 import gevent
 
+from gostgev.handler.http1.routes import hand_back
+from gostgev.handler.http1.upstream import _resendable
 from gostgev.netio.mux import MuxStream
 from gostgev.netio.pipe import CHUNK
 
@@ -144,7 +146,7 @@ class _CallbackUpstreams:
 
     def _resend_later(self, up):
         """A reused connection found dead before its first answer: resend from a greenlet of its own."""
-        if not up.first_raw or up.received or up.route.retry is None:
+        if not _resendable(up):
             return False
         self._stop_pump(up)
 
@@ -169,10 +171,7 @@ class _CallbackUpstreams:
             up.writer.kill(block=True)
         reusable = (not up.failed and up.tracker.keep_alive and not up.tracker.pending and not up.tracker.raw
                     and not up.out)
-        if up.route.release is not None:
-            up.route.release(up.sock, reusable, up.sent, up.received)
-        else:
-            up.sock.close()
+        hand_back(up.route, up.sock, reusable, up.sent, up.received)
 
 
 def _send_queued(raw, out, data):

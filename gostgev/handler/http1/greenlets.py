@@ -10,6 +10,7 @@ import time
 import gevent
 from gevent.socket import socket as GeventSocket
 
+from gostgev.handler.http1.routes import hand_back
 from gostgev.handler.http1.session import _SessionBase, _shutdown
 from gostgev.netio.pipe import CHUNK
 
@@ -99,10 +100,7 @@ class _Session(_SessionBase):
             if not reusable:
                 _shutdown(up.sock)
             up.pump.kill(block=True)
-        if up.route.release is not None:
-            up.route.release(up.sock, reusable, up.sent, up.received)
-        else:
-            up.sock.close()
+        hand_back(up.route, up.sock, reusable, up.sent, up.received)
 
 
 def send_all(sock, data):

@@ -20,7 +20,7 @@ flight while it may go again, and resends it from the stream's ``on_stall``.
 
 import gevent
 
-from gostgev.handler.http1.routes import Refused
+from gostgev.handler.http1.routes import Refused, hand_back
 from gostgev.netio.mux import MuxStream
 
 #: methods sent again whatever the peer read of them (RFC 9110 9.2.1's safe methods)
@@ -66,7 +66,7 @@ class _Replay:
             return                # no other connection answers: wait on this one
         old = up.sock
         if not (self._unanswered(up, at) and (safe or old.unacknowledged)):
-            return _let_go(up.route, sock)    # something moved while the new stream opened
+            return hand_back(up.route, sock)    # something moved while the new stream opened
         self._stop_pump(up)
         old.on_stall = None
         up.sock, up.fields = sock, fields
@@ -79,12 +79,4 @@ class _Replay:
         else:
             self._watch_stall(up)
             self._start_pump(up)
-        _let_go(up.route, old)
-
-
-def _let_go(route, sock):
-    """Hand back a connection no request of the session uses any more."""
-    if route.release is not None:
-        route.release(sock, False, 0, 0)
-    else:
-        sock.close()
+        hand_back(up.route, old)

@@ -66,6 +66,17 @@ class Route:
         self.reroute = reroute
 
 
+def hand_back(route, sock, reusable=False, sent=0, received=0):
+    """Give ``sock`` back to ``route`` (its ``release``), or close it when the route takes none back.
+
+    The defaults are for a connection no request of the session uses any more.
+    """
+    if route.release is not None:
+        route.release(sock, reusable, sent, received)
+    else:
+        sock.close()
+
+
 class UpstreamPool:
     """Idle keep-alive connections to nodes, for later requests of any client.
 

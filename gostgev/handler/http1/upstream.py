@@ -131,7 +131,7 @@ class _UpstreamSide:
 
     def _resend(self, up):
         """A reused connection died before its first answer: send that request on a fresh one."""
-        if not up.first_raw or up.received or up.route.retry is None:
+        if not _resendable(up):
             return False
         raw, up.first_raw = up.first_raw, b""
         try:
@@ -155,3 +155,8 @@ class _UpstreamSide:
         up.idle.set()
         if up.upgraded is not None:
             up.upgraded.set()
+
+
+def _resendable(up):
+    """A reused connection that died before its first answer, on a route that can open a fresh one."""
+    return up.first_raw and not up.received and up.route.retry is not None
