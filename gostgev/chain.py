@@ -16,11 +16,11 @@ so the next attempt tries another server when a hop lists several.
 import logging
 import time
 
-from gostgev import metrics
 from gostgev.addr import parse_addr
 from gostgev.connector import CONNECTORS
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, DIALERS
 from gostgev.errors import EXHAUSTED_ERRNOS
+from gostgev.metrics import OFF
 from gostgev.selector import Node, Selector
 
 __all__ = ["Chain"]
@@ -43,8 +43,9 @@ class _Hop:
 
 
 class Chain:
-    def __init__(self, config, dial_timeout=DEFAULT_DIAL_TIMEOUT):
+    def __init__(self, config, dial_timeout=DEFAULT_DIAL_TIMEOUT, metrics=OFF):
         self.name = config.name
+        self.metrics = metrics
         self.hops = [_Hop(hop) for hop in config.hops]
         self.dial_timeout = dial_timeout
 
@@ -76,19 +77,19 @@ class Chain:
             # Out of descriptors or memory here is our own shortage, not the node's fault.
             if exc.errno not in EXHAUSTED_ERRNOS:
                 route[0][1].mark_failed()
-                metrics.chain_error(self.name, route[0][1].name)
+                self.metrics.chain_error(self.name, route[0][1].name)
             raise
         try:
             result = finish(conn)
         except BaseException:
             conn.close()
             route[-1][1].mark_failed()
-            metrics.chain_error(self.name, route[-1][1].name)
+            self.metrics.chain_error(self.name, route[-1][1].name)
             raise
         for _, node in route:
             node.mark_ok()
         # GOST's gost_chain_node_connect_duration_seconds: from the dial to the connector's answer.
-        metrics.node_connect(self.name, route[-1][1].name, time.monotonic() - started)
+        self.metrics.node_connect(self.name, route[-1][1].name, time.monotonic() - started)
         return result
 
     def dial(self, target, network="tcp", src=None):

@@ -21,7 +21,7 @@ import gevent
 import gevent.event
 import yaml
 
-from gostgev import __version__, cluster, metrics
+from gostgev import __version__, cluster
 from gostgev.addr import format_address
 from gostgev.api import ApiServer
 from gostgev.components import build_config
@@ -33,7 +33,8 @@ from gostgev.daemon import PidFile, PidFileError, daemonize
 from gostgev.errors import ConfigError
 from gostgev.levels import LOG_LEVELS
 from gostgev.logsetup import reopen_logs, setup_logging
-from gostgev.metrics import MetricsServer
+from gostgev.metrics import OFF as metrics_off
+from gostgev.metrics import Metrics, MetricsServer
 from gostgev.runtime import ApiView, Runtime
 from gostgev.service import ServiceContext, ServiceError
 
@@ -225,8 +226,10 @@ def run(config, args, pidfile=None, ready=_print_failure, children=(), worker=0,
         except OSError as exc:
             log.error("reload: log.output: %s", exc)
 
-    runtime = Runtime(reload_config, args.grace, on_reload=reloaded,
-                      context=ServiceContext(cluster=member, reuse_port=member is not None))
+    # Metrics are collected where they are served: in the first process only.
+    runtime = Runtime(reload_config, args.grace, on_reload=reloaded, context=ServiceContext(
+        cluster=member, reuse_port=member is not None,
+        metrics=Metrics() if config.metrics is not None else metrics_off))
     stopping = gevent.event.Event()
 
     def reload_periodically(period):
@@ -316,9 +319,8 @@ def start_admin(config, runtime):
     servers = []
     try:
         if config.metrics is not None:
-            metrics.enable()
             server = MetricsServer((config.metrics.addr.host, config.metrics.addr.port), config.metrics.path,
-                                   config.metrics.auther)
+                                   config.metrics.auther, metrics=runtime.context.metrics)
             _start_admin(server, "metrics.addr", config.metrics.addr)
             servers.append(server)
             log.info("metrics on http://%s%s", format_address(server.address), config.metrics.path)

@@ -19,11 +19,11 @@ with the reason.  The service counts every failed outcome in
 
 import time
 
-from gostgev import metrics
 from gostgev.addr import format_address
 from gostgev.codec import relay
 from gostgev.codec.http import simple_response
 from gostgev.codec.sniff import HTTP
+from gostgev.metrics import OFF
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import MalformedHead, PeerClosed, SniffTimeout, sniff
 from gostgev.netio.pipe import pipe
@@ -65,15 +65,17 @@ def relay_refused(sock, status):
 
 
 class Connection:
-    __slots__ = ("sock", "address", "peer", "target", "log", "service", "started", "sniffed", "sent", "received")
+    __slots__ = ("sock", "address", "peer", "target", "log", "service", "metrics", "started", "sniffed", "sent",
+                 "received")
 
-    def __init__(self, sock, address, log, service, target=None):
+    def __init__(self, sock, address, log, service, target=None, metrics=OFF):
         self.sock = sock          #: the client's socket (or TLS/WebSocket/mux stream)
         self.address = address    #: the client's (host, port), from a PROXY header if one came
         self.peer = format_address(address)
         self.target = target      #: a tunnel stream header's host:port, else None
         self.log = log.bind(remote=self.peer)
         self.service = service    #: the service's name, for metrics
+        self.metrics = metrics    #: the process's metrics (gostgev.metrics), OFF when there are none
         self.started = time.monotonic()
         self.sniffed = None       #: what sniff() read, once it has
         self.sent = self.received = 0   #: client bytes sent upstream, and answered, by relay_to
@@ -138,5 +140,5 @@ class Connection:
         self.log.info("connection closed" if error is None else "connection failed", fields={
             **(fields or {}), "inputBytes": self.sent, "outputBytes": down,
             "duration": "%.3fs" % (time.monotonic() - self.started), "error": error})
-        metrics.transfer(self.service, self.sent, down)
+        self.metrics.transfer(self.service, self.sent, down)
         return DONE if error is None else failed(error)

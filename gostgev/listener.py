@@ -19,11 +19,11 @@ bound side (:meth:`gostgev.connector.Bound.read_stream_header`).
 import gevent
 import gevent.pool
 
-from gostgev import metrics
 from gostgev.accept import listen_key, listen_tcp, serve_tcp
 from gostgev.addr import Addr, format_address
 from gostgev.errors import ProtocolError
 from gostgev.limits import RateLimitedLog
+from gostgev.metrics import OFF
 from gostgev.netio.peek import PeerClosed
 from gostgev.registry import Registry
 
@@ -48,11 +48,12 @@ class TcpListener:
         """Typed options from ``listener.metadata``, parsed at config load; ``ValueError`` on bad values."""
         return None
 
-    def __init__(self, service_config, log, addr=None, reuse_port=False):
+    def __init__(self, service_config, log, addr=None, reuse_port=False, metrics=OFF):
         self.service_config = service_config
         self.addr = addr or service_config.addr
         self.log = log
         self.reuse_port = reuse_port
+        self.metrics = metrics
         self.server = None
         self._sock = None   # bound, not yet served
 
@@ -115,8 +116,8 @@ class _Upgrading(TcpListener):
     #: seconds a client gets to finish the TLS or WebSocket handshake
     HANDSHAKE_TIMEOUT = 10.0
 
-    def __init__(self, service_config, log, addr=None, reuse_port=False):
-        super().__init__(service_config, log, addr, reuse_port)
+    def __init__(self, service_config, log, addr=None, reuse_port=False, metrics=OFF):
+        super().__init__(service_config, log, addr, reuse_port, metrics)
         self.warn = RateLimitedLog(log)
 
     def upgrade(self, sock, address):
@@ -164,8 +165,8 @@ class WsListener(_Upgrading):
     def parse_options(cls, md):
         return md.str("path", default="/ws")    # the WebSocket request path
 
-    def __init__(self, service_config, log, addr=None, reuse_port=False):
-        super().__init__(service_config, log, addr, reuse_port)
+    def __init__(self, service_config, log, addr=None, reuse_port=False, metrics=OFF):
+        super().__init__(service_config, log, addr, reuse_port, metrics)
         self.path = service_config.listener.options
 
     def handshake(self, sock):
@@ -194,14 +195,14 @@ class WssListener(WsListener):
 class RtcpListener(TcpListener):
     accepts_chain = True
 
-    def __init__(self, service_config, log, reuse_port=False):
-        super().__init__(service_config, log, reuse_port=reuse_port)
+    def __init__(self, service_config, log, reuse_port=False, metrics=OFF):
+        super().__init__(service_config, log, reuse_port=reuse_port, metrics=metrics)
         chain_config = service_config.listener.chain
         self.chain = None
         if chain_config is not None:
             from gostgev.chain import Chain  # chain -> connector -> mux: only tunnel clients need it
 
-            self.chain = Chain(chain_config)
+            self.chain = Chain(chain_config, metrics=metrics)
         self.bound = None
         self._loop = None
         self._streams = gevent.pool.Group()
@@ -251,7 +252,7 @@ class RtcpListener(TcpListener):
                 break
             self.log.warning("tunnel disconnected: %s; reconnecting in %gs",
                              bound.session.close_reason or "connection closed", delay)
-            metrics.tunnel_reconnect(self.service_config.name)
+            self.metrics.tunnel_reconnect(self.service_config.name)
             gevent.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 

@@ -16,10 +16,14 @@ Names, labels and buckets follow go-gost/x ``metrics/metrics.go`` and
 ``client`` is the client IP in current GOST (older releases had no such
 label); callers may pass it or leave it empty, which keeps cardinality low.
 gostgev adds ``gostgev_tunnel_connections``, ``gostgev_tunnel_streams_total``
-(both ``{host,service,tunnel}``) and ``gostgev_tunnel_reconnects_total{host,service}``.
+(both ``{host,service,tunnel}``), ``gostgev_tunnel_reconnects_total{host,service}``
+and ``gostgev_http_requests_total{host,service,code}``.
 
-Hot paths call the module functions, which cost one global check while
-metrics are off (``current is None``, the default); ``enable()`` turns them on.
+Nothing here is process-wide: the process builds one :class:`Metrics` when
+the configuration asks for metrics and hands it to every service through
+their :class:`gostgev.service.ServiceContext`, and to the
+:class:`MetricsServer`.  Without metrics, services hold :data:`OFF`, whose
+methods do nothing.
 """
 
 import base64
@@ -39,122 +43,50 @@ from prometheus_client import (
 
 from gostgev.adminserver import AdminServer
 
-__all__ = ["Metrics", "MetricsServer", "AdminServer", "basic_auth_user", "WWW_AUTHENTICATE",
-           "enable", "disable", "current", "services", "request_started", "request_finished", "transfer",
-           "chain_error", "node_connect", "tunnel_connections", "tunnel_stream", "tunnel_reconnect"]
+__all__ = ["Metrics", "NoMetrics", "OFF", "MetricsServer", "AdminServer", "basic_auth_user", "WWW_AUTHENTICATE"]
 
 #: buckets of gost_service_request_duration_seconds, as in GOST
 REQUEST_BUCKETS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15, 30, 60)
 #: buckets of gost_chain_node_connect_duration_seconds, as in GOST
 CONNECT_BUCKETS = (.01, .05, .1, .25, .5, 1, 1.5, 2, 5, 10, 15, 30, 60)
 
-#: the live Metrics, or None while metrics are off
-current = None
 
+class NoMetrics:
+    """What services record into while metrics are off: nothing, at the cost of one call."""
 
-class Metrics:
-    """One registry holding every gostgev series; tests may build several."""
+    def services(self, count):
+        pass
 
-    def __init__(self, hostname=None):
-        self.host = hostname if hostname is not None else gethostname()
-        self.registry = reg = CollectorRegistry()
-        # GOST registers the process collector too (metrics/process_standard.go).
-        ProcessCollector(registry=reg)
-        svc = ["host", "service", "client"]
-        self.services = Gauge("gost_services", "Current number of services", ["host"], registry=reg)
-        self.requests = Counter("gost_service_requests_total", "Total number of requests", svc, registry=reg)
-        self.in_flight = Gauge("gost_service_requests_in_flight", "Current in-flight requests", svc, registry=reg)
-        self.duration = Histogram("gost_service_request_duration_seconds", "Distribution of request latencies",
-                                  ["host", "service"], buckets=REQUEST_BUCKETS, registry=reg)
-        self.bytes_in = Counter("gost_service_transfer_input_bytes_total",
-                                "Total service input data transfer size in bytes", svc, registry=reg)
-        self.bytes_out = Counter("gost_service_transfer_output_bytes_total",
-                                 "Total service output data transfer size in bytes", svc, registry=reg)
-        self.handler_errors = Counter("gost_service_handler_errors_total", "Total service handler errors",
-                                      svc, registry=reg)
-        self.chain_errors = Counter("gost_chain_errors_total", "Total chain errors",
-                                    ["host", "chain", "node"], registry=reg)
-        self.node_connect = Histogram("gost_chain_node_connect_duration_seconds",
-                                      "Distribution of chain node connect latencies", ["host", "chain", "node"],
-                                      buckets=CONNECT_BUCKETS, registry=reg)
-        tun = ["host", "service", "tunnel"]
-        self.tunnel_connections = Gauge("gostgev_tunnel_connections", "Current client connections of a tunnel",
-                                        tun, registry=reg)
-        self.tunnel_streams = Counter("gostgev_tunnel_streams_total", "Total streams opened through a tunnel",
-                                      tun, registry=reg)
-        self.tunnel_reconnects = Counter("gostgev_tunnel_reconnects_total",
-                                         "Total reconnections of a tunnel client", ["host", "service"], registry=reg)
-        # gost_service_requests_total counts connections, as GOST does; this counts
-        # the HTTP requests routed one by one on them.
-        self.http_requests = Counter("gostgev_http_requests_total", "Total HTTP requests routed, by status class",
-                                     ["host", "service", "code"], registry=reg)
-        self.services.labels(self.host).set(0)
-
-
-def enable(hostname=None):
-    """Start collecting into a fresh registry; returns it (also ``current``)."""
-    global current
-    # The Go client GOST uses exports no *_created series; neither do we.
-    disable_created_metrics()
-    current = Metrics(hostname)
-    return current
-
-
-def disable():
-    global current
-    current = None
-
-
-def services(count):
-    if current is not None:
-        current.services.labels(current.host).set(count)
-
-
-def request_started(service, client=""):
-    """Count a request and mark it in flight; pass the token to request_finished()."""
-    m = current
-    if m is None:
+    def request_started(self, service, client=""):
         return None
-    m.requests.labels(m.host, service, client).inc()
-    m.in_flight.labels(m.host, service, client).inc()
-    return (m, service, client, time.monotonic())
+
+    def request_finished(self, token, error=False):
+        pass
+
+    def http_request(self, service, status):
+        pass
+
+    def transfer(self, service, bytes_in, bytes_out, client=""):
+        pass
+
+    def chain_error(self, chain, node):
+        pass
+
+    def node_connect(self, chain, node, seconds):
+        pass
+
+    def tunnel_connections(self, service, tunnel, count):
+        pass
+
+    def tunnel_stream(self, service, tunnel):
+        pass
+
+    def tunnel_reconnect(self, service):
+        pass
 
 
-def request_finished(token, error=False):
-    if token is None:
-        return
-    # The token keeps its own Metrics, so a disable() in between stays consistent.
-    m, service, client, started = token
-    m.in_flight.labels(m.host, service, client).dec()
-    m.duration.labels(m.host, service).observe(time.monotonic() - started)
-    if error:
-        m.handler_errors.labels(m.host, service, client).inc()
-
-
-def http_request(service, status):
-    """Count one HTTP request routed on its own, by status class (2xx, 5xx...)."""
-    m = current
-    if m is not None:
-        m.http_requests.labels(m.host, service, "%dxx" % (status // 100)).inc()
-
-
-def transfer(service, bytes_in, bytes_out, client=""):
-    m = current
-    if m is not None:
-        if bytes_in:
-            m.bytes_in.labels(m.host, service, client).inc(bytes_in)
-        if bytes_out:
-            m.bytes_out.labels(m.host, service, client).inc(bytes_out)
-
-
-def chain_error(chain, node):
-    if current is not None:
-        current.chain_errors.labels(current.host, chain or "", node or "").inc()
-
-
-def node_connect(chain, node, seconds):
-    if current is not None:
-        current.node_connect.labels(current.host, chain or "", node or "").observe(seconds)
+#: the metrics of a process that collects none
+OFF = NoMetrics()
 
 
 def _tunnel_label(tunnel):
@@ -162,19 +94,86 @@ def _tunnel_label(tunnel):
     return getattr(tunnel, "text", None) or str(tunnel)
 
 
-def tunnel_connections(service, tunnel, count):
-    if current is not None:
-        current.tunnel_connections.labels(current.host, service, _tunnel_label(tunnel)).set(count)
+class Metrics(NoMetrics):
+    """One registry holding every gostgev series; tests may build several."""
 
+    def __init__(self, hostname=None):
+        # The Go client GOST uses exports no *_created series; neither do we.
+        disable_created_metrics()
+        self.host = host = hostname if hostname is not None else gethostname()
+        self.registry = reg = CollectorRegistry()
+        # GOST registers the process collector too (metrics/process_standard.go).
+        ProcessCollector(registry=reg)
+        svc = ["host", "service", "client"]
+        self._services = Gauge("gost_services", "Current number of services", ["host"], registry=reg)
+        self._requests = Counter("gost_service_requests_total", "Total number of requests", svc, registry=reg)
+        self._in_flight = Gauge("gost_service_requests_in_flight", "Current in-flight requests", svc, registry=reg)
+        self._duration = Histogram("gost_service_request_duration_seconds", "Distribution of request latencies",
+                                   ["host", "service"], buckets=REQUEST_BUCKETS, registry=reg)
+        self._bytes_in = Counter("gost_service_transfer_input_bytes_total",
+                                 "Total service input data transfer size in bytes", svc, registry=reg)
+        self._bytes_out = Counter("gost_service_transfer_output_bytes_total",
+                                  "Total service output data transfer size in bytes", svc, registry=reg)
+        self._handler_errors = Counter("gost_service_handler_errors_total", "Total service handler errors",
+                                       svc, registry=reg)
+        self._chain_errors = Counter("gost_chain_errors_total", "Total chain errors",
+                                     ["host", "chain", "node"], registry=reg)
+        self._node_connect = Histogram("gost_chain_node_connect_duration_seconds",
+                                       "Distribution of chain node connect latencies", ["host", "chain", "node"],
+                                       buckets=CONNECT_BUCKETS, registry=reg)
+        tun = ["host", "service", "tunnel"]
+        self._tunnel_connections = Gauge("gostgev_tunnel_connections", "Current client connections of a tunnel",
+                                         tun, registry=reg)
+        self._tunnel_streams = Counter("gostgev_tunnel_streams_total", "Total streams opened through a tunnel",
+                                       tun, registry=reg)
+        self._tunnel_reconnects = Counter("gostgev_tunnel_reconnects_total",
+                                          "Total reconnections of a tunnel client", ["host", "service"], registry=reg)
+        # gost_service_requests_total counts connections, as GOST does; this counts
+        # the HTTP requests routed one by one on them.
+        self._http_requests = Counter("gostgev_http_requests_total", "Total HTTP requests routed, by status class",
+                                      ["host", "service", "code"], registry=reg)
+        self._services.labels(host).set(0)
 
-def tunnel_stream(service, tunnel):
-    if current is not None:
-        current.tunnel_streams.labels(current.host, service, _tunnel_label(tunnel)).inc()
+    def services(self, count):
+        self._services.labels(self.host).set(count)
 
+    def request_started(self, service, client=""):
+        """Count a request and mark it in flight; pass the token to request_finished()."""
+        self._requests.labels(self.host, service, client).inc()
+        self._in_flight.labels(self.host, service, client).inc()
+        return (service, client, time.monotonic())
 
-def tunnel_reconnect(service):
-    if current is not None:
-        current.tunnel_reconnects.labels(current.host, service).inc()
+    def request_finished(self, token, error=False):
+        service, client, started = token
+        self._in_flight.labels(self.host, service, client).dec()
+        self._duration.labels(self.host, service).observe(time.monotonic() - started)
+        if error:
+            self._handler_errors.labels(self.host, service, client).inc()
+
+    def http_request(self, service, status):
+        """Count one HTTP request routed on its own, by status class (2xx, 5xx...)."""
+        self._http_requests.labels(self.host, service, "%dxx" % (status // 100)).inc()
+
+    def transfer(self, service, bytes_in, bytes_out, client=""):
+        if bytes_in:
+            self._bytes_in.labels(self.host, service, client).inc(bytes_in)
+        if bytes_out:
+            self._bytes_out.labels(self.host, service, client).inc(bytes_out)
+
+    def chain_error(self, chain, node):
+        self._chain_errors.labels(self.host, chain or "", node or "").inc()
+
+    def node_connect(self, chain, node, seconds):
+        self._node_connect.labels(self.host, chain or "", node or "").observe(seconds)
+
+    def tunnel_connections(self, service, tunnel, count):
+        self._tunnel_connections.labels(self.host, service, _tunnel_label(tunnel)).set(count)
+
+    def tunnel_stream(self, service, tunnel):
+        self._tunnel_streams.labels(self.host, service, _tunnel_label(tunnel)).inc()
+
+    def tunnel_reconnect(self, service):
+        self._tunnel_reconnects.labels(self.host, service).inc()
 
 
 # -- HTTP servers ---------------------------------------------------------------
@@ -200,16 +199,17 @@ class MetricsServer(AdminServer):
     """Serves the text exposition format at ``path``; 404 elsewhere.
 
     With an ``auther`` every request needs valid Basic credentials (401
-    otherwise).  The metrics come from ``current`` at request time, so
-    ``enable()`` may run before or after the server starts.
+    otherwise).  ``metrics`` is the process's :class:`Metrics`; without one
+    (metrics off) the endpoint answers 503.
     """
 
     name = "metrics"
 
-    def __init__(self, addr, path="/metrics", auther=None):
+    def __init__(self, addr, path="/metrics", auther=None, metrics=None):
         self.path = path or "/metrics"
         self.auther = auther
-        self._scrape = (None, None)   # (Metrics, its prometheus WSGI app)
+        self.metrics = metrics
+        self._scrape = make_wsgi_app(metrics.registry) if metrics is not None else None
         super().__init__(addr, self._app)
 
     def _app(self, environ, start_response):
@@ -217,12 +217,9 @@ class MetricsServer(AdminServer):
             status, headers, body = "401 Unauthorized", [WWW_AUTHENTICATE], b"unauthorized\n"
         elif environ.get("PATH_INFO", "") != self.path:
             status, headers, body = "404 Not Found", [("Content-Type", "text/plain")], b"not found\n"
-        elif current is None:
+        elif self._scrape is None:
             status, headers, body = "503 Service Unavailable", [("Content-Type", "text/plain")], b"metrics off\n"
         else:
-            m, app = self._scrape
-            if m is not current:   # enable() made a new registry
-                m, app = self._scrape = current, make_wsgi_app(current.registry)
-            return app(environ, start_response)
+            return self._scrape(environ, start_response)
         start_response(status, headers)
         return [body]

@@ -27,7 +27,6 @@ import logging
 import gevent
 from gevent.lock import Semaphore
 
-from gostgev import metrics
 from gostgev.accept import dup_socket, listen_key
 from gostgev.errors import ConfigError
 from gostgev.service import Service, ServiceContext, ServiceError
@@ -162,7 +161,7 @@ class Runtime:
             changes.append(("*" if service is not None else "+") + replacement.config.name)
         self.services = {s.name: current[s.name] for s in new.services}
         self.config = new
-        metrics.services(len(current))
+        self.context.metrics.services(len(current))
         return changes
 
     def _retire(self, service):

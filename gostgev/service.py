@@ -12,13 +12,13 @@ connection never takes the service down.
 
 from dataclasses import dataclass, field
 
-from gostgev import metrics
 from gostgev.addr import format_address
 from gostgev.connection import Connection
 from gostgev.handler import HANDLERS, Change
 from gostgev.ingress import IngressStore
 from gostgev.listener import LISTENERS
 from gostgev.logsetup import get_logger
+from gostgev.metrics import OFF
 from gostgev.pipeline import Gate, accept_pipeline
 
 __all__ = ["Service", "ServiceContext", "ServiceError", "Change"]
@@ -38,6 +38,8 @@ class ServiceContext:
     cluster: object = None
     #: bind listening sockets with SO_REUSEPORT (``--workers``)
     reuse_port: bool = False
+    #: where the services record metrics (gostgev.metrics.Metrics), OFF when the process collects none
+    metrics: object = OFF
 
 
 class Service:
@@ -56,8 +58,10 @@ class Service:
         self.ingresses = self.context.ingresses
         self.log = get_logger("gostgev.service", service=config.name,
                               handler=config.handler.type, listener=config.listener.type)
-        self.handler = HANDLERS.get(config.handler.type)(config, self.log)
-        self.listener = LISTENERS.get(config.listener.type)(config, self.log, reuse_port=self.context.reuse_port)
+        context = self.context
+        self.handler = HANDLERS.get(config.handler.type)(config, self.log, context.metrics)
+        self.listener = LISTENERS.get(config.listener.type)(config, self.log, reuse_port=context.reuse_port,
+                                                            metrics=context.metrics)
         self.gate = Gate(config, self.log)
 
     @property
@@ -98,16 +102,18 @@ class Service:
 
     def _handle(self, conn, address, meta=None):
         name = self.config.name
-        token = metrics.request_started(name)
+        recorder = self.context.metrics
+        token = recorder.request_started(name)
         ok = False
         try:
-            outcome = self.handler.handle(Connection(conn, address, self.log, name, meta and meta.get("target")))
+            outcome = self.handler.handle(Connection(conn, address, self.log, name, meta and meta.get("target"),
+                                                     recorder))
             ok = outcome is not None and outcome.ok
         except Exception:
             # A handler bug must cost one connection, not the service.
             self.log.exception("handler error", fields={"remote": format_address(address)})
         finally:
-            metrics.request_finished(token, not ok)
+            recorder.request_finished(token, not ok)
 
     def can_reconfigure(self, config):
         """Whether ``config`` can be applied without a new listener."""

@@ -27,11 +27,11 @@ def start_services():
     """Start services from a raw config dict; returns {name: Service}."""
     started = []
 
-    def start(raw, base_dir="."):
+    def start(raw, base_dir=".", context=None):
         config = build_config(raw, [], base_dir=base_dir)
         services = {}
         for svc_config in config.services:
-            service = Service(svc_config)
+            service = Service(svc_config, context)
             service.start()
             started.append(service)
             services[svc_config.name] = service

@@ -129,12 +129,11 @@ def api():
 
 @pytest.fixture
 def metrics_server():
-    metrics.enable(hostname="node-1")
-    server = metrics.MetricsServer((LOCALHOST, 0), auther=Auther([User("prom", "s3cret")]))
+    server = metrics.MetricsServer((LOCALHOST, 0), auther=Auther([User("prom", "s3cret")]),
+                                   metrics=metrics.Metrics(hostname="node-1"))
     server.start()
     yield server
     server.stop()
-    metrics.disable()
 
 
 def test_slow_clients_do_not_lock_the_api_out(api, slow_clients):

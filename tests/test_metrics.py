@@ -62,16 +62,15 @@ def value(samples, name, **labels):
 
 @pytest.fixture
 def enabled():
-    m = metrics.enable(hostname="node-1")
-    yield m
-    metrics.disable()
+    return metrics.Metrics(hostname="node-1")
 
 
 @pytest.fixture
-def server():
+def server(enabled):
     started = []
 
     def start(**kwargs):
+        kwargs.setdefault("metrics", enabled)
         srv = metrics.MetricsServer(("127.0.0.1", 0), **kwargs)
         srv.start()
         started.append(srv)
@@ -85,14 +84,14 @@ def server():
 def test_families_have_gost_names_types_and_labels(enabled, server):
     """Every GOST family is exported under GOST's name, type and label set."""
     address = server()
-    metrics.services(2)
-    metrics.request_finished(metrics.request_started("svc", client="10.0.0.9"), error=True)
-    metrics.transfer("svc", 10, 20, client="10.0.0.9")
-    metrics.chain_error("chain-0", "node-0")
-    metrics.node_connect("chain-0", "node-0", 0.02)
-    metrics.tunnel_connections("svc", TunnelID.parse(TUNNEL), 1)
-    metrics.tunnel_stream("svc", TunnelID.parse(TUNNEL))
-    metrics.tunnel_reconnect("client-svc")
+    enabled.services(2)
+    enabled.request_finished(enabled.request_started("svc", client="10.0.0.9"), error=True)
+    enabled.transfer("svc", 10, 20, client="10.0.0.9")
+    enabled.chain_error("chain-0", "node-0")
+    enabled.node_connect("chain-0", "node-0", 0.02)
+    enabled.tunnel_connections("svc", TunnelID.parse(TUNNEL), 1)
+    enabled.tunnel_stream("svc", TunnelID.parse(TUNNEL))
+    enabled.tunnel_reconnect("client-svc")
     _, headers, body = http_get(address, "/metrics")
     assert headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(body)}
@@ -109,10 +108,10 @@ def test_families_have_gost_names_types_and_labels(enabled, server):
 def test_request_counters_gauge_and_histogram_move(enabled, server):
     """A request moves in-flight up then down, the counter, histogram and errors."""
     address = server()
-    token = metrics.request_started("svc")
+    token = enabled.request_started("svc")
     assert value(scrape(address), "gost_service_requests_in_flight", host="node-1", service="svc", client="") == 1
-    metrics.request_finished(token, error=False)
-    metrics.request_finished(metrics.request_started("svc"), error=True)
+    enabled.request_finished(token, error=False)
+    enabled.request_finished(enabled.request_started("svc"), error=True)
     samples = scrape(address)
     svc = {"host": "node-1", "service": "svc"}
     assert value(samples, "gost_service_requests_in_flight", client="", **svc) == 0
@@ -124,14 +123,14 @@ def test_request_counters_gauge_and_histogram_move(enabled, server):
 
 def test_transfer_chain_and_tunnel_metrics_move(enabled, server):
     address = server()
-    metrics.services(3)
-    metrics.transfer("svc", 100, 0)
-    metrics.transfer("svc", 5, 7)
-    metrics.chain_error("chain-0", "node-a")
-    metrics.tunnel_connections("svc", TunnelID.parse("$" + TUNNEL), 2)
+    enabled.services(3)
+    enabled.transfer("svc", 100, 0)
+    enabled.transfer("svc", 5, 7)
+    enabled.chain_error("chain-0", "node-a")
+    enabled.tunnel_connections("svc", TunnelID.parse("$" + TUNNEL), 2)
     for _ in range(3):
-        metrics.tunnel_stream("svc", TunnelID.parse(TUNNEL))
-    metrics.tunnel_reconnect("client")
+        enabled.tunnel_stream("svc", TunnelID.parse(TUNNEL))
+    enabled.tunnel_reconnect("client")
     samples = scrape(address)
     assert value(samples, "gost_services", host="node-1") == 3
     svc = {"host": "node-1", "service": "svc", "client": ""}
@@ -145,37 +144,26 @@ def test_transfer_chain_and_tunnel_metrics_move(enabled, server):
     assert value(samples, "gostgev_tunnel_reconnects_total", host="node-1", service="client") == 1
 
 
-def test_functions_are_noops_when_disabled():
-    metrics.disable()
-    assert metrics.current is None
-    token = metrics.request_started("svc")
+def test_off_records_nothing_and_costs_a_call():
+    off = metrics.OFF
+    token = off.request_started("svc")
     assert token is None
-    metrics.request_finished(token, error=True)
-    metrics.services(1)
-    metrics.transfer("svc", 1, 1)
-    metrics.chain_error("c", "n")
-    metrics.node_connect("c", "n", 1.0)
-    metrics.tunnel_connections("svc", TUNNEL, 1)
-    metrics.tunnel_stream("svc", TUNNEL)
-    metrics.tunnel_reconnect("svc")
-    assert metrics.current is None
-
-
-def test_token_survives_disable():
-    """A request that started while enabled finishes on its own registry."""
-    m = metrics.enable(hostname="h")
-    token = metrics.request_started("svc")
-    metrics.disable()
-    metrics.request_finished(token, error=False)
-    assert m.registry.get_sample_value("gost_service_requests_in_flight",
-                                       {"host": "h", "service": "svc", "client": ""}) == 0
+    off.request_finished(token, error=True)
+    off.services(1)
+    off.transfer("svc", 1, 1)
+    off.chain_error("c", "n")
+    off.node_connect("c", "n", 1.0)
+    off.tunnel_connections("svc", TUNNEL, 1)
+    off.tunnel_stream("svc", TUNNEL)
+    off.tunnel_reconnect("svc")
+    off.http_request("svc", 200)
+    assert not hasattr(metrics, "current")   # nothing process-wide to switch on or off
 
 
 def test_registries_are_independent():
-    a = metrics.enable(hostname="a")
-    metrics.services(5)
-    b = metrics.enable(hostname="b")
-    metrics.disable()
+    a = metrics.Metrics(hostname="a")
+    b = metrics.Metrics(hostname="b")
+    a.services(5)
     assert a.registry.get_sample_value("gost_services", {"host": "a"}) == 5
     assert b.registry.get_sample_value("gost_services", {"host": "b"}) == 0
 
@@ -195,12 +183,6 @@ def test_custom_path_and_404_elsewhere(enabled, server):
     assert http_get(address, "/gost/metrics")[0] == 200
 
 
-def test_server_answers_503_while_metrics_are_off(server):
-    metrics.disable()
-    address = server()
+def test_server_answers_503_when_metrics_are_off(server):
+    address = server(metrics=None)
     assert http_get(address, "/metrics")[0] == 503
-    metrics.enable(hostname="late")
-    try:
-        assert value(scrape(address), "gost_services", host="late") == 0
-    finally:
-        metrics.disable()

@@ -11,6 +11,7 @@ from gostgev import metrics
 from gostgev.cli import start_admin
 from gostgev.components import build_config
 from gostgev.runtime import Runtime
+from gostgev.service import ServiceContext
 from tests.conftest import connect, http_get, name_responder, recv_all, wait_until
 from tests.test_tunnel import TUNNEL_A, client_config
 
@@ -32,7 +33,8 @@ def live(start_services, backend):
         "metrics": {"addr": "127.0.0.1:0", "path": "/metrics"},
         "api": {"addr": "127.0.0.1:0", "pathPrefix": "/api", "auther": "admins"},
     }
-    runtime = Runtime(lambda warnings: build_config(copy.deepcopy(raw), warnings), grace=1)
+    runtime = Runtime(lambda warnings: build_config(copy.deepcopy(raw), warnings), grace=1,
+                      context=ServiceContext(metrics=metrics.Metrics()))
     config = build_config(copy.deepcopy(raw), [])
     admin = start_admin(config, runtime)
     runtime.start(config)
@@ -45,7 +47,6 @@ def live(start_services, backend):
     runtime.stop(0)
     for server in admin:
         server.stop()
-    metrics.disable()
 
 
 def request(port, method, path, body=None, auth=AUTH):

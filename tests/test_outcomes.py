@@ -4,15 +4,26 @@ import pytest
 
 from gostgev import metrics
 from gostgev.codec import relay
+from gostgev.service import ServiceContext
 from tests.conftest import connect, http_get, name_responder, recv_all, wait_until
 from tests.test_tunnel import TUNNEL_A, Deployment
 
 
 @pytest.fixture
-def registry():
-    m = metrics.enable(hostname="node-1")
-    yield m.registry
-    metrics.disable()
+def recorder():
+    return metrics.Metrics(hostname="node-1")
+
+
+@pytest.fixture
+def registry(recorder):
+    return recorder.registry
+
+
+@pytest.fixture
+def measured(start_services, recorder):
+    """start_services, with the services recording into ``recorder``."""
+    context = ServiceContext(metrics=recorder)
+    return lambda raw: start_services(raw, context=context)
 
 
 def errors(registry, service):
@@ -25,9 +36,9 @@ def requests(registry, service):
                                      {"host": "node-1", "service": service, "client": ""}) or 0
 
 
-def test_refusals_are_handler_errors_and_served_connections_are_not(registry, start_services, backend):
+def test_refusals_are_handler_errors_and_served_connections_are_not(registry, measured, backend):
     site = backend(name_responder("site"))
-    proxy = start_services({"services": [{
+    proxy = measured({"services": [{
         "name": "proxy", "addr": "127.0.0.1:0", "handler": {"type": "tcp", "metadata": {"sniffing": True}},
         "forwarder": {"nodes": [{"name": "a", "addr": site.addr, "host": "a.local"}]}}]})["proxy"]
     port = proxy.address[1]
@@ -42,8 +53,8 @@ def test_refusals_are_handler_errors_and_served_connections_are_not(registry, st
     assert errors(registry, "proxy") == 1
 
 
-def test_relay_refusals_on_the_tunnel_port_are_handler_errors(registry, start_services):
-    dep = Deployment(start_services, [("a.local", TUNNEL_A)])
+def test_relay_refusals_on_the_tunnel_port_are_handler_errors(registry, measured):
+    dep = Deployment(measured, [("a.local", TUNNEL_A)])
     for tunnel_id in (None, relay.TunnelID.parse(TUNNEL_A)):
         # no tunnel ID: Bad Request; a tunnel with no client: Service Unavailable
         with connect(dep.port) as sock:
@@ -54,8 +65,8 @@ def test_relay_refusals_on_the_tunnel_port_are_handler_errors(registry, start_se
     assert errors(registry, "server") == 2
 
 
-def test_a_chain_dial_is_timed_per_node(registry, start_services, backend):
-    dep = Deployment(start_services, [("a.local", TUNNEL_A)])
+def test_a_chain_dial_is_timed_per_node(registry, measured, backend):
+    dep = Deployment(measured, [("a.local", TUNNEL_A)])
     dep.client("client", TUNNEL_A, [{"name": "n", "addr": backend(name_responder("site")).addr}])
     dep.wait_connections(TUNNEL_A, 1)
     labels = {"host": "node-1", "chain": "chain-client", "node": "node-0"}

@@ -8,6 +8,7 @@ Options come from ``handler.metadata`` and are parsed once, at config load,
 by ``parse_options`` so that a bad value is reported before anything starts.
 """
 
+from gostgev.metrics import OFF
 from gostgev.registry import Registry
 
 __all__ = ["HANDLERS", "Handler", "Change"]
@@ -39,10 +40,11 @@ class Handler:
         """Whether the config must give ``forwarder.nodes`` (with these options and this chain)."""
         return False
 
-    def __init__(self, service_config, log):
+    def __init__(self, service_config, log, metrics=OFF):
         self.config = service_config
         self.options = service_config.handler.options
         self.log = log
+        self.metrics = metrics   #: the process's metrics (gostgev.metrics), OFF when there are none
 
     def reconfigure(self, service_config):
         """Take a reloaded config; connections already running keep what they had."""

@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from gostgev import metrics
 from gostgev.addr import host_without_port, parse_addr, split_host_port
 from gostgev.codec.sniff import HTTP, TLS
 from gostgev.connection import DONE, failed
@@ -40,6 +39,7 @@ from gostgev.handler.http1 import (
     request_reporter,
     serve_http,
 )
+from gostgev.metrics import OFF
 from gostgev.netio.proxyproto import proxy_header
 
 __all__ = ["ForwardHandler", "ForwardOptions"]
@@ -90,8 +90,8 @@ class ForwardHandler(Handler):
             forwarded=forwarded_style(md, "http.forwarded"),
         )
 
-    def __init__(self, service_config, log):
-        super().__init__(service_config, log)
+    def __init__(self, service_config, log, metrics=OFF):
+        super().__init__(service_config, log, metrics)
         self._build(service_config)
 
     def reconfigure(self, service_config):
@@ -112,7 +112,7 @@ class ForwardHandler(Handler):
         if service_config.handler.chain is not None:
             from gostgev.chain import Chain  # only visitors need the relay/mux stack
 
-            self.chain = Chain(service_config.handler.chain, self.options.dial_timeout)
+            self.chain = Chain(service_config.handler.chain, self.options.dial_timeout, self.metrics)
 
     def handle(self, conn):
         sniffed = None
@@ -187,7 +187,7 @@ class ForwardHandler(Handler):
                                                        pooled and self._proxy_version(nodes[0]) == 0, log)
             return route
 
-        on_request = request_reporter(log, self.config.name)
+        on_request = request_reporter(log, self.config.name, self.metrics)
         forwarding = None
         if self.options.forwarded:
             proto = "https" if self.config.listener.type in ("tls", "wss", "mtls", "mwss") else "http"
@@ -196,7 +196,7 @@ class ForwardHandler(Handler):
                               forwarding, plain=self.chain is None, head_timeout=self.options.sniffing_timeout)
         log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
                                                "duration": "%.3fs" % (time.monotonic() - connection.started)})
-        metrics.transfer(self.config.name, up, down)
+        self.metrics.transfer(self.config.name, up, down)
         return DONE
 
     def _http_route(self, key, nodes, sniffed_like, target, client, address, conn, pooled, log):

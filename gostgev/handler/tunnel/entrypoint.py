@@ -50,7 +50,7 @@ class Entrypoint:
         # As Service._handle does for the tunnel port: a bug costs one
         # connection and one log line, never a dead greenlet on stderr.
         try:
-            self.handle(Connection(sock, address, self.log, self.router.name))
+            self.handle(Connection(sock, address, self.log, self.router.name, metrics=self.router.metrics))
         except Exception:
             self.log.exception("handler error", fields={"remote": format_address(address)})
 

@@ -52,7 +52,7 @@ def handed_over(router, sock, header, data):
     kind, src, dst = header["kind"], header["src"], header["dst"]
     host, _, port = src.rpartition(":")
     conn = Connection(sock, (host.strip("[]"), int(port) if port.isdigit() else 0),
-                      router.log.bind(worker=header.get("from")), router.name)
+                      router.log.bind(worker=header.get("from")), router.name, metrics=router.metrics)
     if kind == HTTP:
         # Routed request by request here as well (through the handler's ingress).
         return router.serve_http(conn, data, router.ingress)

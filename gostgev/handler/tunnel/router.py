@@ -17,7 +17,6 @@ tunnel service.  Whoever has a client for a tunnel asks it to:
 
 import time
 
-from gostgev import metrics
 from gostgev.addr import host_without_port, split_host_port
 from gostgev.auth import authorized
 from gostgev.codec import relay
@@ -25,6 +24,7 @@ from gostgev.codec.sniff import RELAY
 from gostgev.connection import DONE, relay_refused
 from gostgev.handler.http1 import Refused, Route, request_reporter, serve_http
 from gostgev.handler.tunnel.handoff import hand_off, handed_over
+from gostgev.metrics import OFF
 from gostgev.netio.relayio import reply
 from gostgev.tunnel import NoConnector, TunnelRegistry
 
@@ -34,9 +34,10 @@ NO_LIVE_CONNECTION = "no live tunnel connection for host %s"
 
 
 class Router:
-    def __init__(self, name, log):
+    def __init__(self, name, log, metrics=OFF):
         self.name = name               #: the service's, for metrics and hand-offs
         self.log = log
+        self.metrics = metrics
         self.registry = TunnelRegistry()
         self.options = None            #: the handler's TunnelOptions, replaced on reload
         self.ingress = None            #: the handler's own ingress (tunnel-port visitors, hand-offs)
@@ -122,7 +123,7 @@ class Router:
             return conn.refuse(503, NO_LIVE_CONNECTION % host_without_port(dst), detail=str(exc))
         if kind == RELAY:
             reply(conn.sock, relay.OK)
-        metrics.tunnel_stream(self.name, connector.tunnel_id.text)
+        self.metrics.tunnel_stream(self.name, connector.tunnel_id.text)
         outcome = conn.relay_to(stream, relay.Response(relay.OK, addrs=(src, dst)).encode(), data,
                                 fields={"connector": connector.id.text})
         connector.streams += 1
@@ -149,9 +150,10 @@ class Router:
             return route
 
         options = self.options
-        up, down = serve_http(conn.sock, conn.address[0], data, route_for, log, request_reporter(log, self.name),
+        on_request = request_reporter(log, self.name, self.metrics)
+        up, down = serve_http(conn.sock, conn.address[0], data, route_for, log, on_request,
                               forwarding=options.forwarding, plain=True, head_timeout=options.header_timeout)
-        metrics.transfer(self.name, up, down)
+        self.metrics.transfer(self.name, up, down)
         log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
                                                "duration": "%.3fs" % (time.monotonic() - conn.started)})
         return DONE
@@ -159,7 +161,7 @@ class Router:
     def _http_route(self, tunnel_id, dst, host, client):
         """The route to ``tunnel_id`` for requests to ``dst``: a stream, with its header, per run."""
         registry = self.registry
-        name = self.name
+        name, metrics = self.name, self.metrics
         opened = {}
 
         def open_():

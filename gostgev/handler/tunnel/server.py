@@ -20,7 +20,6 @@ import uuid
 
 import gevent
 
-from gostgev import metrics
 from gostgev.addr import format_address, split_host_port
 from gostgev.codec import relay
 from gostgev.connection import DONE, failed, relay_refused
@@ -28,6 +27,7 @@ from gostgev.handler import Change, Handler
 from gostgev.handler.tunnel.entrypoint import Entrypoint
 from gostgev.handler.tunnel.options import parse_options
 from gostgev.handler.tunnel.router import Router
+from gostgev.metrics import OFF
 from gostgev.netio.mux import MuxSession
 from gostgev.netio.peek import with_prefix
 from gostgev.netio.relayio import read_request
@@ -40,9 +40,9 @@ class TunnelHandler(Handler):
     def parse_options(cls, md, context):
         return parse_options(md, context)
 
-    def __init__(self, service_config, log):
-        super().__init__(service_config, log)
-        self.router = Router(service_config.name, log)
+    def __init__(self, service_config, log, metrics=OFF):
+        super().__init__(service_config, log, metrics)
+        self.router = Router(service_config.name, log, metrics)
         self.router.options = self.options
         self.registry = self.router.registry
         self.service = None
@@ -233,7 +233,7 @@ class TunnelHandler(Handler):
 
     def _count_connections(self, tunnel_id):
         tunnel = self.registry.get(tunnel_id)
-        metrics.tunnel_connections(self.config.name, tunnel_id.text, len(tunnel.connectors) if tunnel else 0)
+        self.metrics.tunnel_connections(self.config.name, tunnel_id.text, len(tunnel.connectors) if tunnel else 0)
         member = self.router.cluster
         if member is not None:
             member.announce(self.config.name, [
