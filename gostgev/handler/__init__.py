@@ -8,82 +8,9 @@ Options come from ``handler.metadata`` and are parsed once, at config load,
 by ``parse_options`` so that a bad value is reported before anything starts.
 """
 
-from gostgev.metrics import OFF
-from gostgev.registry import Registry
+from gostgev.handler.base import HANDLERS, Change, Handler
 
 __all__ = ["HANDLERS", "Handler", "Change"]
-
-HANDLERS = Registry("handler")
-
-
-class Change:
-    """A prepared reconfiguration: ``commit()`` applies it, ``abort()`` gives back what it took."""
-
-    __slots__ = ("commit", "abort")
-
-    def __init__(self, commit, abort=None):
-        self.commit = commit
-        self.abort = abort or (lambda: None)
-
-
-class Handler:
-    #: whether ``handler.chain`` makes sense for this handler
-    accepts_chain = False
-
-    @classmethod
-    def parse_options(cls, metadata, context):
-        """Return this handler's typed options; ``ValueError`` on bad values."""
-        return None
-
-    @classmethod
-    def needs_nodes(cls, options, chain):
-        """Whether the config must give ``forwarder.nodes`` (with these options and this chain)."""
-        return False
-
-    def __init__(self, service_config, log, metrics=OFF):
-        self.config = service_config
-        self.options = service_config.handler.options
-        self.log = log
-        self.metrics = metrics   #: the process's metrics (gostgev.metrics), OFF when there are none
-
-    def reconfigure(self, service_config):
-        """Take a reloaded config; connections already running keep what they had."""
-        self.config = service_config
-        self.options = service_config.handler.options
-
-    def prepare(self, service_config, inherit=None):
-        """Everything :meth:`reconfigure` needs that can fail, done now; a :class:`Change`.
-
-        Handlers with listeners of their own bind the new ones here.
-        """
-        return Change(lambda: self.reconfigure(service_config))
-
-    def bind(self, service, inherit=None):
-        """Before the service binds: handlers with listeners of their own bind them here.
-
-        ``inherit(addr)`` returns a listening socket a retiring service
-        hands over for that address, or None.
-        """
-
-    def listening(self):
-        """``{address key: socket}`` of the handler's own listeners."""
-        return {}
-
-    def start(self, service):
-        """After :meth:`bind`: start serving the handler's own listeners."""
-
-    def close(self):
-        """Stop accepting on the handler's own listeners, if any."""
-
-    def stop(self, timeout=None):
-        """Called when the service stops, after ``close``."""
-
-    def handle(self, conn):
-        """Serve one :class:`gostgev.connection.Connection` (its ``target`` is the
-        ``host:port`` a tunnel stream header asked for, if any); return an
-        :class:`gostgev.connection.Outcome` (``DONE`` or ``failed(reason)``)."""
-        raise NotImplementedError
-
 
 # Importing the modules registers their handlers.
 from gostgev.handler import file, forward, relay, tunnel  # noqa: E402,F401

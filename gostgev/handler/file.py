@@ -17,7 +17,7 @@ import gevent
 
 from gostgev.codec.http import parse_request_head, simple_response
 from gostgev.connection import DONE, failed
-from gostgev.handler import HANDLERS, Handler
+from gostgev.handler.base import HANDLERS, Handler
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import PeerClosed, read_head
 

@@ -29,7 +29,7 @@ from gostgev.connection import DONE, failed
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
 from gostgev.errors import EXHAUSTED_ERRNOS, ProtocolError
 from gostgev.forwarder import Forwarder
-from gostgev.handler import HANDLERS, Handler
+from gostgev.handler.base import HANDLERS, Handler
 from gostgev.handler.http1 import (
     Forwarding,
     Refused,

@@ -25,7 +25,7 @@ from gostgev.codec import relay
 from gostgev.connection import DONE, failed
 from gostgev.connection import relay_refused as refused
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
-from gostgev.handler import HANDLERS, Handler
+from gostgev.handler.base import HANDLERS, Handler
 from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.netio.pipe import pipe
 from gostgev.netio.relayio import DEFAULT_REQUEST_TIMEOUT, read_request, reply

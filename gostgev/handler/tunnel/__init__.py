@@ -7,7 +7,7 @@
 * :mod:`.handoff`    -- visitors passed between ``--workers`` processes.
 """
 
-from gostgev.handler import HANDLERS
+from gostgev.handler.base import HANDLERS
 from gostgev.handler.tunnel.options import DEFAULT_HEADER_TIMEOUT, TunnelOptions
 from gostgev.handler.tunnel.server import ServerConnector, TunnelHandler
 

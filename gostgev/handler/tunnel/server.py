@@ -23,7 +23,7 @@ import gevent
 from gostgev.addr import format_address, split_host_port
 from gostgev.codec import relay
 from gostgev.connection import DONE, failed, relay_refused
-from gostgev.handler import Change, Handler
+from gostgev.handler.base import Change, Handler
 from gostgev.handler.tunnel.entrypoint import Entrypoint
 from gostgev.handler.tunnel.options import parse_options
 from gostgev.handler.tunnel.router import Router
