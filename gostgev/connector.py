@@ -12,7 +12,6 @@ Wire formats: ``gostgev.codec.relay``.  Every read has a deadline, so a
 server that accepts and then says nothing cannot hang a client forever.
 """
 
-import dataclasses
 import uuid
 from dataclasses import dataclass
 
@@ -20,13 +19,14 @@ import gevent
 
 from gostgev.addr import format_address
 from gostgev.codec import relay
+from gostgev.config.settings import INT, component_options, nested, setting
 from gostgev.errors import ProtocolError
 from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.netio.peek import PeerClosed, read_head, with_prefix
 from gostgev.registry import Registry
 
-__all__ = ["CONNECTORS", "ConnectError", "Bound", "ConnectorOptions", "TunnelConnector", "RelayConnector",
-           "HANDSHAKE_TIMEOUT"]
+__all__ = ["CONNECTORS", "ConnectError", "Bound", "ConnectorOptions", "TunnelConnectorOptions",
+           "TunnelConnector", "RelayConnector", "HANDSHAKE_TIMEOUT"]
 
 CONNECTORS = Registry("connector")
 
@@ -50,9 +50,26 @@ class ConnectError(ConnectionError):
 class ConnectorOptions:
     """A connector's metadata, parsed at config load."""
 
-    mux: MuxConfig
-    tunnel_uuid: bytes | None = None  #: tunnel.id; None = a fresh ID per process (tunnel only)
-    weight: int = 0                   #: tunnel.weight, 0..255 (tunnel only)
+    mux: MuxConfig = nested(MuxConfig)
+
+
+def _tunnel_uuid(md, spec, context, got):
+    text = md.str(*spec.keys)
+    try:
+        return relay.TunnelID.parse(text).uuid if text else None
+    except ValueError as exc:
+        raise ValueError("%s: %s" % (spec.key, exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelConnectorOptions(ConnectorOptions):
+    """The ``tunnel`` connector's metadata."""
+
+    tunnel_uuid: bytes | None = setting("tunnel.id", "uuid", None,
+                                        "the tunnel to register or visit; default: a fresh ID per process "
+                                        "(a new tunnel on every restart)", aliases=("tunnelID",), parse=_tunnel_uuid)
+    weight: int = setting("tunnel.weight", INT, 0, "this connection's weight among the tunnel's connections",
+                          minimum=0, maximum=255)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +133,15 @@ def exchange(conn, request, timeout=HANDSHAKE_TIMEOUT):
 
 
 class _Base:
+    #: the dataclass of ``connector.metadata``'s settings (gostgev.config.settings)
+    options_class = ConnectorOptions
+    #: defaults of this connector's own for declared keys
+    option_defaults = {}
+
     @classmethod
     def parse_options(cls, md):
         """Typed options from ``connector.metadata``; ``ValueError`` names the bad key."""
-        return ConnectorOptions(mux=MuxConfig.from_metadata(md))
+        return component_options(cls, md)
 
     def __init__(self, config):
         self.config = config
@@ -138,15 +160,7 @@ class _Base:
 
 @CONNECTORS.register("tunnel")
 class TunnelConnector(_Base):
-    @classmethod
-    def parse_options(cls, md):
-        text = md.str("tunnel.id", "tunnelid")
-        try:
-            tunnel_uuid = relay.TunnelID.parse(text).uuid if text else None
-        except ValueError as exc:
-            raise ValueError("tunnel.id: %s" % exc) from None
-        return ConnectorOptions(mux=MuxConfig.from_metadata(md), tunnel_uuid=tunnel_uuid,
-                                weight=md.int("tunnel.weight", default=0, minimum=0, maximum=255))
+    options_class = TunnelConnectorOptions
 
     def __init__(self, config):
         super().__init__(config)
@@ -176,13 +190,8 @@ class TunnelConnector(_Base):
 
 @CONNECTORS.register("relay")
 class RelayConnector(_Base):
-    @classmethod
-    def parse_options(cls, md):
-        options = super().parse_options(md)
-        # Plain relay BIND sessions are smux version 1 unless told otherwise, as in GOST.
-        if "mux.version" not in md:
-            options = dataclasses.replace(options, mux=dataclasses.replace(options.mux, version=1))
-        return options
+    # Plain relay BIND sessions are smux version 1 unless told otherwise, as in GOST.
+    option_defaults = {"mux.version": 1}
 
     def connect(self, conn, target, network="tcp", src=None):
         request = self._request(relay.CONNECT, (target,), network)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from gevent import socket
 
+from gostgev.config.settings import STR, component_options, setting
 from gostgev.registry import Registry
 
 __all__ = ["DIALERS", "dial_tcp", "DEFAULT_DIAL_TIMEOUT", "TcpDialer"]
@@ -55,8 +56,8 @@ def _ip_family(host):
 
 @dataclass(frozen=True, slots=True)
 class WsDialerOptions:
-    path: str                 #: the request path (GOST's default /ws)
-    host: str | None = None   #: the Host header; default: the node's address
+    path: str = setting("path", STR, DEFAULT_WS_PATH, "the WebSocket request path")
+    host: str | None = setting("host", STR, None, "the Host header; default: the node's address")
 
 
 @DIALERS.register("tcp")
@@ -67,10 +68,13 @@ class TcpDialer:
     it over a connection that an earlier hop already relayed.
     """
 
+    #: the dataclass of ``dialer.metadata``'s settings (gostgev.config.settings), None for none
+    options_class = None
+
     @classmethod
     def parse_options(cls, md):
         """Typed options from ``dialer.metadata``; ``ValueError`` names the bad key."""
-        return None
+        return component_options(cls, md)
 
     def __init__(self, config):
         self.config = config
@@ -116,9 +120,7 @@ class TlsDialer(TcpDialer):
 
 @DIALERS.register("ws")
 class WsDialer(TcpDialer):
-    @classmethod
-    def parse_options(cls, md):
-        return WsDialerOptions(path=md.str("path", default=DEFAULT_WS_PATH), host=md.str("host"))
+    options_class = WsDialerOptions
 
     def __init__(self, config):
         super().__init__(config)

@@ -35,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from gostgev.codec.buffer import ReceiveBuffer
+from gostgev.config.settings import BOOL, DURATION, INT, ZERO, read, setting
 from gostgev.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -179,25 +180,37 @@ class FrameBuffer(ReceiveBuffer):
 
 @dataclass(frozen=True, slots=True)
 class MuxConfig:
-    """Session parameters; the defaults are GOST's tunnel defaults (smux's own window is 65536)."""
+    """Session parameters, GOST's ``mux.*`` metadata; the defaults are GOST's tunnel defaults
+    (smux's own window is 65536).  As in GOST, 0 keeps the default of the ``mux.*`` numbers."""
 
-    version: int = 2                    #: smux protocol version; GOST tunnels 2, relay BIND 1
-    keepalive_interval: float = 10.0    #: seconds between NOPs we send
-    keepalive_timeout: float = 30.0     #: close when no frame arrived for this long
-    keepalive_disabled: bool = False
-    max_frame_size: int = 32768         #: largest PSH payload we send
-    max_receive_buffer: int = 4194304   #: v1: unread bytes per session before reading pauses
-    max_stream_buffer: int = 1048576    #: v2: window we advertise per stream
+    version: int = setting("mux.version", INT, 2, "smux protocol version, 1 or 2 (GOST tunnels 2, relay BIND 1)",
+                           unset=ZERO)
+    keepalive_interval: float = setting("mux.keepaliveInterval", DURATION, 10.0, "time between the NOPs we send",
+                                        unset=ZERO)
+    keepalive_timeout: float = setting("mux.keepaliveTimeout", DURATION, 30.0,
+                                       "close the session when no frame arrived for this long", unset=ZERO)
+    keepalive_disabled: bool = setting("mux.keepaliveDisabled", BOOL, False,
+                                       "send no NOPs and never time the session out")
+    max_frame_size: int = setting("mux.maxFrameSize", INT, 32768, "largest PSH payload we send, 1..65535",
+                                  unset=ZERO)
+    max_receive_buffer: int = setting("mux.maxReceiveBuffer", INT, 4194304,
+                                      "v1: unread bytes per session before reading pauses", unset=ZERO)
+    max_stream_buffer: int = setting("mux.maxStreamBuffer", INT, 1048576, "v2: the window we advertise per stream",
+                                     unset=ZERO)
     #: Ours, not smux's (which has no limit): open streams per session, so a
     #: peer opening streams in a loop cannot exhaust memory or descriptors.
     #: It must exceed the busiest tunnel connection's concurrent connections;
-    #: each idle stream costs about 1 KB (``mux.maxStreams``).
-    max_streams: int = 16384
+    #: each idle stream costs about 1 KB.
+    max_streams: int = setting("mux.maxStreams", INT, 16384,
+                               "gostgev's: most open streams per session (each idle one costs about 1 KB)",
+                               unset=ZERO)
     accept_backlog: int = 1024          #: streams opened by the peer, not yet accepted (smux: 1024)
     #: Ours, not smux's: seconds a stream we opened may go without any frame
     #: arriving on the session before the session counts as stalled (see
-    #: :mod:`gostgev.netio.mux`); 0 turns the check off (``mux.stallTimeout``).
-    stall_timeout: float = 1.0
+    #: :mod:`gostgev.netio.mux`).
+    stall_timeout: float = setting("mux.stallTimeout", DURATION, 1.0,
+                                   "gostgev's: a stream we opened waits this long for any frame before the "
+                                   "session counts as stalled; 0 = no check")
 
     def __post_init__(self):
         # smux's VerifyConfig rules, plus bounds of our own.
@@ -227,21 +240,7 @@ class MuxConfig:
         invalid raises ``ValueError`` naming the key.  ``mux.stallTimeout``
         is ours: there 0 turns the stall check off.
         """
-        d = cls()
-
-        def pick(value, default):
-            return value if value else default
-
-        return cls(
-            version=pick(md.int("mux.version", default=0), d.version),
-            keepalive_interval=pick(md.duration("mux.keepaliveInterval", default=0.0), d.keepalive_interval),
-            keepalive_timeout=pick(md.duration("mux.keepaliveTimeout", default=0.0), d.keepalive_timeout),
-            keepalive_disabled=md.bool("mux.keepaliveDisabled", default=False),
-            max_frame_size=pick(md.int("mux.maxFrameSize", default=0), d.max_frame_size),
-            max_receive_buffer=pick(md.int("mux.maxReceiveBuffer", default=0), d.max_receive_buffer),
-            max_stream_buffer=pick(md.int("mux.maxStreamBuffer", default=0), d.max_stream_buffer),
-            max_streams=pick(md.int("mux.maxStreams", default=0), d.max_streams),
-            stall_timeout=md.duration("mux.stallTimeout", default=d.stall_timeout))
+        return read(cls, md)
 
 
 class SendWindow:

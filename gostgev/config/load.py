@@ -30,6 +30,7 @@ from gostgev.config.model import (
 from gostgev.config.nodes import chain_ref, check_metadata, parse_chain, parse_forwarder, parse_options, unknown_type
 from gostgev.config.read import read_file
 from gostgev.config.section import Metadata, Section
+from gostgev.config.settings import INT, read, setting
 from gostgev.errors import ConfigError
 from gostgev.levels import LOG_LEVELS
 
@@ -47,6 +48,17 @@ _UNSUPPORTED_SERVICE = (
     "interface", "sockopts", "observer", "recorders", "resolver", "hosts", "logger", "loggers",
     "status",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceMetadata:
+    """A service's own ``metadata``."""
+
+    proxy_protocol: int = setting("proxyProtocol", INT, 0,
+                                  "accept PROXY protocol headers (v1 and v2) from clients when 1 or 2",
+                                  minimum=0, maximum=2)
+
+
 @dataclass(frozen=True, slots=True)
 class Components:
     """What a configuration may name, given by the caller (``gostgev.components``):
@@ -208,7 +220,7 @@ def _service(svc, index, hops, chains, ingresses, components, env):
     admission = section_refs(svc, ("admission", "admissions"), components["admissions"], "admission")
     climits = section_refs(svc, ("climiter",), components["climiters"], "climiter")
     service_md = svc.metadata()
-    proxy_protocol = service_md.int("proxyProtocol", default=0, minimum=0, maximum=2)
+    proxy_protocol = read(ServiceMetadata, service_md).proxy_protocol
     svc.unsupported(*_UNSUPPORTED_SERVICE)
     svc.finish()
     check_metadata((handler_md, listener_md, service_md), svc.warn)

@@ -2,7 +2,7 @@
 forwarders, with their connector, dialer and metadata checks.
 """
 
-
+from dataclasses import dataclass
 
 from gostgev.addr import normalize_host, parse_addr
 from gostgev.config.access import parse_auth, parse_tls
@@ -18,6 +18,7 @@ from gostgev.config.model import (
     SelectorConfig,
 )
 from gostgev.config.section import Metadata, join_path, unknown_key
+from gostgev.config.settings import BOOL, DURATION, INT, NOT_POSITIVE, ZERO, read, setting
 from gostgev.errors import ConfigError
 
 UNSUPPORTED_NODE = ("matcher", "http", "tls", "probe", "bypass", "bypasses", "connector",
@@ -31,6 +32,38 @@ UNSUPPORTED_METADATA = frozenset(
     "handshaketimeout readheadertimeout maxheaderbytes nodelay connecttimeout interface so_mark netns "
     "proxyprotocol observer.period observer.resettraffic limiter.refreshinterval enablestats "
     "preup postup predown postdown sniffing.websocket sniffing.websocket.samplerate".split())
+
+
+def _max_fails():
+    return setting("maxFails", INT, None, "failed dials before the node is skipped", aliases=("max_fails",),
+                   unset=NOT_POSITIVE, shown="the selector's")
+
+
+def _fail_timeout():
+    return setting("failTimeout", DURATION, None, "how long a failed node is skipped", aliases=("fail_timeout",),
+                   unset=ZERO, shown="the selector's")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMetadata:
+    """A forwarder node's ``metadata``."""
+
+    weight: int = setting("weight", INT, 1, "the node's share of connections with strategy rand",
+                          unset=NOT_POSITIVE)
+    max_fails: int | None = _max_fails()
+    fail_timeout: float | None = _fail_timeout()
+    proxy_protocol: int | None = setting("proxyProtocol", INT, None,
+                                         "send a PROXY header (1: v1, 2: v2, 0: none) to this node",
+                                         minimum=0, maximum=2, shown="the handler's")
+    backup: bool = setting("backup", BOOL, False, "used only when no primary node of its tier is healthy")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainNodeMetadata:
+    """A chain node's ``metadata``."""
+
+    max_fails: int | None = _max_fails()
+    fail_timeout: float | None = _fail_timeout()
 
 
 def parse_options(cls, md):
@@ -134,13 +167,11 @@ def parse_chain_node(sec, index, env):
         dial.unsupported("auth")
         dial.finish()
     metadata = sec.metadata()
-    max_fails = metadata.int("maxFails", "max_fails", default=0)
-    fail_timeout = metadata.duration("failTimeout", "fail_timeout", default=0.0)
+    options = read(ChainNodeMetadata, metadata)
     sec.unsupported("bypass", "bypasses", "resolver", "hosts", "interface", "sockopts", "tls", "http")
     sec.finish()
     return ChainNodeConfig(name=name, addr=addr, connector=connector, dialer=dialer, metadata=metadata,
-                           max_fails=max_fails if max_fails > 0 else None,
-                           fail_timeout=fail_timeout if fail_timeout > 0 else None)
+                           max_fails=options.max_fails, fail_timeout=options.fail_timeout)
 
 
 def unknown_type(kind, value, registry):
@@ -206,19 +237,13 @@ def parse_node(sec, index):
     md = sec.metadata()
     sec.unsupported(*UNSUPPORTED_NODE)
     sec.finish()
-    weight = md.int("weight", default=1)
-    max_fails = md.int("maxFails", "max_fails", default=0)
-    fail_timeout = md.duration("failTimeout", "fail_timeout", default=0.0)
-    proxy_protocol = md.int("proxyProtocol", default=None, minimum=0, maximum=2)
-    backup = md.bool("backup")
+    options = read(NodeMetadata, md)
     check_metadata([md], sec.warn)
     return NodeConfig(
         name=name, addr=addr, host=host_pattern(host, filter_path),
         protocol=protocol.lower() if protocol else None, path=path or None,
-        weight=weight if weight > 0 else 1, backup=backup,
-        max_fails=max_fails if max_fails > 0 else None,
-        fail_timeout=fail_timeout if fail_timeout > 0 else None,
-        proxy_protocol=proxy_protocol, metadata=md.as_dict(),
+        weight=options.weight, backup=options.backup, max_fails=options.max_fails,
+        fail_timeout=options.fail_timeout, proxy_protocol=options.proxy_protocol, metadata=md.as_dict(),
     )
 
 

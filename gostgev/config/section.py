@@ -12,7 +12,7 @@ remembers the keys its readers asked for in the same way.
 
 import difflib
 
-from gostgev.config.values import parse_bool, parse_duration, parse_int, parse_str
+from gostgev.config.values import parse_bool, parse_choice, parse_duration, parse_int, parse_str
 from gostgev.errors import ConfigError
 
 __all__ = ["Section", "Metadata", "join_path", "unknown_key"]
@@ -219,6 +219,9 @@ class Metadata:
 
     def duration(self, *keys, default=0.0):
         return self._typed(keys, default, parse_duration)
+
+    def choice(self, *keys, choices, default=None):
+        return self._typed(keys, default, lambda v: parse_choice(v, choices))
 
 
 def _kind(value):

@@ -7,7 +7,7 @@ for the end of a ``key.path: message`` line.
 
 import re
 
-__all__ = ["parse_bool", "parse_int", "parse_duration", "parse_str"]
+__all__ = ["parse_bool", "parse_int", "parse_duration", "parse_str", "parse_choice"]
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
@@ -82,3 +82,11 @@ def parse_str(value):
     if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
         raise ValueError("expected a string, got %r" % (value,))
     return str(value)
+
+
+def parse_choice(value, choices):
+    """One of ``choices`` (lower case), any case."""
+    text = parse_str(value).strip().lower()
+    if text not in choices:
+        raise ValueError("expected one of %s, got %r" % (", ".join(choices), value))
+    return text
