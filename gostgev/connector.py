@@ -19,11 +19,11 @@ import gevent
 
 from gostgev.addr import format_address
 from gostgev.codec import relay
-from gostgev.config.settings import INT, component_options, nested, setting
 from gostgev.errors import ProtocolError
 from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.netio.peek import PeerClosed, read_head, with_prefix
 from gostgev.registry import Registry
+from gostgev.settings import INT, component_options, nested, setting
 
 __all__ = ["CONNECTORS", "ConnectError", "Bound", "ConnectorOptions", "TunnelConnectorOptions",
            "TunnelConnector", "RelayConnector", "HANDSHAKE_TIMEOUT"]
@@ -133,7 +133,7 @@ def exchange(conn, request, timeout=HANDSHAKE_TIMEOUT):
 
 
 class _Base:
-    #: the dataclass of ``connector.metadata``'s settings (gostgev.config.settings)
+    #: the dataclass of ``connector.metadata``'s settings (gostgev.settings)
     options_class = ConnectorOptions
     #: defaults of this connector's own for declared keys
     option_defaults = {}

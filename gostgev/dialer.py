@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from gevent import socket
 
-from gostgev.config.settings import STR, component_options, setting
 from gostgev.registry import Registry
+from gostgev.settings import STR, component_options, setting
 
 __all__ = ["DIALERS", "dial_tcp", "DEFAULT_DIAL_TIMEOUT", "TcpDialer"]
 
@@ -68,7 +68,7 @@ class TcpDialer:
     it over a connection that an earlier hop already relayed.
     """
 
-    #: the dataclass of ``dialer.metadata``'s settings (gostgev.config.settings), None for none
+    #: the dataclass of ``dialer.metadata``'s settings (gostgev.settings), None for none
     options_class = None
 
     @classmethod

@@ -15,7 +15,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "gostgev"
 MAX_LINES = 400
 #: pure modules every layer may use
-SHARED = {"gostgev.addr", "gostgev.errors", "gostgev.levels"}
+SHARED = {"gostgev.addr", "gostgev.errors", "gostgev.levels", "gostgev.settings"}
 
 
 def _modules():

@@ -1,11 +1,12 @@
-"""Declared settings (gostgev.config.settings): reading, GOST's unset rule, the declarations."""
+"""Declared settings (gostgev.settings): reading, GOST's unset rule, the declarations."""
 
 from dataclasses import dataclass
 
 import pytest
 
 from gostgev.config.section import Metadata
-from gostgev.config.settings import (
+from gostgev.errors import ConfigError
+from gostgev.settings import (
     BOOL,
     CHOICE,
     DURATION,
@@ -22,7 +23,6 @@ from gostgev.config.settings import (
     read,
     setting,
 )
-from gostgev.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from gostgev.codec.buffer import ReceiveBuffer
-from gostgev.config.settings import BOOL, DURATION, INT, ZERO, read, setting
 from gostgev.errors import LocalProtocolError, RemoteProtocolError
+from gostgev.settings import BOOL, DURATION, INT, ZERO, read, setting
 
 __all__ = [
     "CMD_SYN", "CMD_FIN", "CMD_PSH", "CMD_NOP", "CMD_UPD", "HEADER_SIZE", "MAX_PAYLOAD", "UPD_SIZE",

@@ -30,9 +30,9 @@ from gostgev.config.model import (
 from gostgev.config.nodes import chain_ref, check_metadata, parse_chain, parse_forwarder, parse_options, unknown_type
 from gostgev.config.read import read_file
 from gostgev.config.section import Metadata, Section
-from gostgev.config.settings import INT, read, setting
 from gostgev.errors import ConfigError
 from gostgev.levels import LOG_LEVELS
+from gostgev.settings import INT, read, setting
 
 __all__ = ["load_file", "read_file", "build_config", "Components"]
 

@@ -18,8 +18,8 @@ from gostgev.config.model import (
     SelectorConfig,
 )
 from gostgev.config.section import Metadata, join_path, unknown_key
-from gostgev.config.settings import BOOL, DURATION, INT, NOT_POSITIVE, ZERO, read, setting
 from gostgev.errors import ConfigError
+from gostgev.settings import BOOL, DURATION, INT, NOT_POSITIVE, ZERO, read, setting
 
 UNSUPPORTED_NODE = ("matcher", "http", "tls", "probe", "bypass", "bypasses", "connector",
                      "dialer", "interface", "sockopts", "resolver", "hosts")

@@ -1,5 +1,8 @@
 """Declared settings: every metadata key a component reads, written once.
 
+A pure module (dataclasses only) that every layer may use: ``codec.mux``
+declares GOST's ``mux.*`` keys on its MuxConfig.
+
 A component's options are a frozen dataclass whose fields say which
 ``metadata`` key fills them (GOST's spelling), of what kind, with which
 default, bounds and one line of documentation::
