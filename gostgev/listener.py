@@ -16,6 +16,8 @@ transport handshake.  The rtcp stream header is read by the connector's
 bound side (:meth:`gostgev.connector.Bound.read_stream_header`).
 """
 
+from dataclasses import dataclass
+
 import gevent
 import gevent.pool
 
@@ -26,6 +28,7 @@ from gostgev.limits import RateLimitedLog
 from gostgev.metrics import OFF
 from gostgev.netio.peek import PeerClosed
 from gostgev.registry import Registry
+from gostgev.settings import STR, component_options, setting
 
 # format_address is re-exported for the modules that still import it from here.
 __all__ = ["LISTENERS", "TcpListener", "RtcpListener", "format_address"]
@@ -43,10 +46,13 @@ STREAM_HEADER_TIMEOUT = 10.0
 class TcpListener:
     accepts_chain = False
 
+    #: the dataclass of ``listener.metadata``'s settings (gostgev.settings), None for none
+    options_class = None
+
     @classmethod
     def parse_options(cls, md):
         """Typed options from ``listener.metadata``, parsed at config load; ``ValueError`` on bad values."""
-        return None
+        return component_options(cls, md)
 
     def __init__(self, service_config, log, addr=None, reuse_port=False, metrics=OFF):
         self.service_config = service_config
@@ -157,17 +163,19 @@ class TlsListener(_Upgrading):
         return accept_tls(sock, self.tls, self.HANDSHAKE_TIMEOUT)
 
 
+@dataclass(frozen=True, slots=True)
+class WsListenerOptions:
+    path: str = setting("path", STR, "/ws", "the WebSocket request path; other paths are refused")
+
+
 @LISTENERS.register("ws")
 class WsListener(_Upgrading):
     kind = "WebSocket"
-
-    @classmethod
-    def parse_options(cls, md):
-        return md.str("path", default="/ws")    # the WebSocket request path
+    options_class = WsListenerOptions
 
     def __init__(self, service_config, log, addr=None, reuse_port=False, metrics=OFF):
         super().__init__(service_config, log, addr, reuse_port, metrics)
-        self.path = service_config.listener.options
+        self.path = service_config.listener.options.path
 
     def handshake(self, sock):
         from gostgev.netio.ws import ws_accept

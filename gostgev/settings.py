@@ -136,9 +136,7 @@ _GENERIC = (BOOL, INT, DURATION, STR, CHOICE)
 
 def declare(key, kind, default, doc, *, aliases=(), minimum=None, maximum=None, unset=None, choices=(),
             parse=None, also=(), shown=None):
-    """A :class:`Setting`, checked; :func:`setting` puts one on a field, ``also=`` takes them as they are."""
-    if parse is None and kind not in _GENERIC:
-        raise TypeError("setting %r: kind %r needs a parse function" % (key, kind))
+    """A :class:`Setting`, checked: for ``also=``, or on a field by :func:`setting`."""
     if kind == CHOICE and not choices:
         raise TypeError("setting %r: a choice needs its choices" % key)
     return Setting(key=key, kind=kind, default=default, doc=doc, aliases=tuple(aliases), minimum=minimum,
@@ -148,7 +146,10 @@ def declare(key, kind, default, doc, *, aliases=(), minimum=None, maximum=None, 
 
 def setting(key, kind, default, doc, **options):
     """A dataclass field filled from metadata ``key``; the options are :func:`declare`'s."""
-    return dataclasses.field(default=default, metadata={_FIELD: declare(key, kind, default, doc, **options)})
+    spec = declare(key, kind, default, doc, **options)
+    if spec.parse is None and kind not in _GENERIC:
+        raise TypeError("setting %r: kind %r needs a parse function" % (key, kind))
+    return dataclasses.field(default=default, metadata={_FIELD: spec})
 
 
 def nested(cls):

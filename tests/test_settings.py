@@ -98,7 +98,7 @@ def test_declared_lists_every_key_once_in_order_with_the_table_s_defaults():
 
 def test_declarations_are_checked():
     with pytest.raises(TypeError, match="needs a parse function"):
-        declare("x", "words", None, "no parser")
+        setting("x", "words", None, "no parser")
     with pytest.raises(TypeError, match="needs its choices"):
         declare("x", CHOICE, None, "no choices")
 

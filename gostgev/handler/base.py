@@ -6,8 +6,9 @@ this and the package imports them, with no import cycle.
 
 from gostgev.metrics import OFF
 from gostgev.registry import Registry
+from gostgev.settings import component_options
 
-__all__ = ["HANDLERS", "Handler", "Change"]
+__all__ = ["HANDLERS", "Handler", "Change", "service_auther"]
 
 HANDLERS = Registry("handler")
 
@@ -22,14 +23,21 @@ class Change:
         self.abort = abort or (lambda: None)
 
 
+def service_auther(md, context, got):
+    """For a :func:`gostgev.settings.computed` field: the handler's auther (``auth``/``auther``), or None."""
+    return context.auther if context is not None else None
+
+
 class Handler:
     #: whether ``handler.chain`` makes sense for this handler
     accepts_chain = False
+    #: the dataclass of ``handler.metadata``'s settings (gostgev.settings), None for none
+    options_class = None
 
     @classmethod
     def parse_options(cls, metadata, context):
-        """Return this handler's typed options; ``ValueError`` on bad values."""
-        return None
+        """Return this handler's typed options (a LoadContext is the ``context``); ``ValueError`` on bad values."""
+        return component_options(cls, metadata, context)
 
     @classmethod
     def needs_nodes(cls, options, chain):

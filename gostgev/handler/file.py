@@ -20,6 +20,7 @@ from gostgev.connection import DONE, failed
 from gostgev.handler.base import HANDLERS, Handler
 from gostgev.netio.close import close_gently
 from gostgev.netio.peek import PeerClosed, read_head
+from gostgev.settings import REQUIRED, setting
 
 __all__ = ["FileHandler"]
 
@@ -29,22 +30,27 @@ KEEPALIVE_TIMEOUT = 30.0
 FILE_CHUNK = 256 * 1024
 
 
+def _root(md, spec, context, got):
+    """The absolute, symlink-free path of the directory named by ``file.dir``."""
+    directory = md.str(*spec.keys)
+    if not directory:
+        raise ValueError("%s: required (the directory to serve)" % spec.key)
+    root = os.path.realpath(os.path.join(context.base_dir, directory))
+    if not os.path.isdir(root):
+        raise ValueError("%s: %r is not a directory" % (spec.key, directory))
+    return root
+
+
 @dataclass(frozen=True, slots=True)
 class FileOptions:
-    root: str   #: absolute, symlink-free path of the served directory
+    root: str = setting("file.dir", "path", REQUIRED,
+                        "the directory to serve, relative to the config file's directory", aliases=("dir",),
+                        parse=_root)
 
 
 @HANDLERS.register("file")
 class FileHandler(Handler):
-    @classmethod
-    def parse_options(cls, md, context):
-        directory = md.str("file.dir", "dir")
-        if not directory:
-            raise ValueError("file.dir: required (the directory to serve)")
-        root = os.path.realpath(os.path.join(context.base_dir, directory))
-        if not os.path.isdir(root):
-            raise ValueError("file.dir: %r is not a directory" % directory)
-        return FileOptions(root=root)
+    options_class = FileOptions
 
     def handle(self, conn):
         sock, log = conn.sock, conn.log

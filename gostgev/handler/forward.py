@@ -31,6 +31,7 @@ from gostgev.errors import EXHAUSTED_ERRNOS, ProtocolError
 from gostgev.forwarder import Forwarder
 from gostgev.handler.base import HANDLERS, Handler
 from gostgev.handler.http1 import (
+    FORWARDED_STYLES,
     Forwarding,
     Refused,
     Route,
@@ -41,6 +42,7 @@ from gostgev.handler.http1 import (
 )
 from gostgev.metrics import OFF
 from gostgev.netio.proxyproto import proxy_header
+from gostgev.settings import BOOL, CHOICE, DURATION, INT, ZERO, setting
 
 __all__ = ["ForwardHandler", "ForwardOptions"]
 
@@ -58,17 +60,27 @@ _DEFAULT_PORTS = {HTTP: 80, TLS: 443}
 
 @dataclass(frozen=True, slots=True)
 class ForwardOptions:
-    sniffing: bool = False                       #: route by HTTP Host / TLS SNI
-    sniffing_timeout: float = DEFAULT_SNIFF_TIMEOUT  #: deadline for the whole head
-    idle_timeout: float = 0.0                    #: close after this long without traffic; 0 = never
-    dial_timeout: float = DEFAULT_DIAL_TIMEOUT   #: TCP connect timeout per node
-    proxy_protocol: int = 0                      #: send a PROXY v1/v2 header to the node; 0 = no
-    forwarded: str | None = None                 #: add X-Forwarded-* ("x-forwarded") or Forwarded headers
+    sniffing: bool = setting("sniffing", BOOL, False, "route each connection by its HTTP Host or TLS SNI")
+    # 0 means "none" in GOST; we never allow an unbounded sniff.
+    sniffing_timeout: float = setting("sniffing.timeout", DURATION, DEFAULT_SNIFF_TIMEOUT,
+                                      "deadline for the whole request head when sniffing (GOST: none)", unset=ZERO)
+    idle_timeout: float = setting("idleTimeout", DURATION, 0.0,
+                                  "close a connection silent this long both ways; 0 = never")
+    dial_timeout: float = setting("dialTimeout", DURATION, DEFAULT_DIAL_TIMEOUT, "TCP connect timeout per node",
+                                  unset=ZERO)
+    proxy_protocol: int = setting("proxyProtocol", INT, 0,
+                                  "send a PROXY header (1: v1, 2: v2, 0: none) to the nodes; node metadata wins",
+                                  minimum=0, maximum=2)
+    forwarded: str | None = setting("http.forwarded", CHOICE, None,
+                                    "add X-Forwarded-* (x-forwarded) or Forwarded (forwarded) headers to HTTP "
+                                    "requests; off: pass them as sent", choices=FORWARDED_STYLES + ("off",),
+                                    parse=lambda md, spec, context, got: forwarded_style(md, spec.key))
 
 
 @HANDLERS.register("tcp", "forward")
 class ForwardHandler(Handler):
     accepts_chain = True
+    options_class = ForwardOptions
 
     @classmethod
     def needs_nodes(cls, options, chain):
@@ -76,19 +88,6 @@ class ForwardHandler(Handler):
         # -F tunnel://...`) sends each connection to the host it asked for,
         # through the chain; the server's ingress decides where that goes.
         return chain is None or not options.sniffing
-
-    @classmethod
-    def parse_options(cls, md, context):
-        sniff_timeout = md.duration("sniffing.timeout", default=DEFAULT_SNIFF_TIMEOUT)
-        return ForwardOptions(
-            sniffing=md.bool("sniffing"),
-            # 0 means "none" in GOST; we never allow an unbounded sniff.
-            sniffing_timeout=sniff_timeout or DEFAULT_SNIFF_TIMEOUT,
-            idle_timeout=md.duration("idletimeout"),
-            dial_timeout=md.duration("dialtimeout", default=DEFAULT_DIAL_TIMEOUT) or DEFAULT_DIAL_TIMEOUT,
-            proxy_protocol=md.int("proxyprotocol", default=0, minimum=0, maximum=2),
-            forwarded=forwarded_style(md, "http.forwarded"),
-        )
 
     def __init__(self, service_config, log, metrics=OFF):
         super().__init__(service_config, log, metrics)

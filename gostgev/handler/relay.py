@@ -25,22 +25,27 @@ from gostgev.codec import relay
 from gostgev.connection import DONE, failed
 from gostgev.connection import relay_refused as refused
 from gostgev.dialer import DEFAULT_DIAL_TIMEOUT, dial_tcp
-from gostgev.handler.base import HANDLERS, Handler
+from gostgev.handler.base import HANDLERS, Handler, service_auther
 from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.netio.pipe import pipe
 from gostgev.netio.relayio import DEFAULT_REQUEST_TIMEOUT, read_request, reply
+from gostgev.settings import BOOL, DURATION, ZERO, computed, nested, setting
 
 __all__ = ["RelayHandler", "RelayOptions"]
 
 
 @dataclass(frozen=True, slots=True)
 class RelayOptions:
-    bind: bool                 #: allow clients to BIND ports on this server
-    read_timeout: float        #: deadline for the relay request
-    dial_timeout: float
-    mux: MuxConfig             #: session parameters; ``version`` only counts if mux_version_set
-    mux_version_set: bool      #: mux.version given: use it for every BIND, infer nothing
-    auther: object
+    bind: bool = setting("bind", BOOL, False, "let clients BIND ports on this server (remote port forwarding)")
+    read_timeout: float = setting("readTimeout", DURATION, DEFAULT_REQUEST_TIMEOUT, "deadline for the relay request",
+                                  unset=ZERO)
+    dial_timeout: float = setting("dialTimeout", DURATION, DEFAULT_DIAL_TIMEOUT, "TCP connect timeout for a CONNECT",
+                                  unset=ZERO)
+    #: session parameters; ``version`` only counts if mux_version_set
+    mux: MuxConfig = nested(MuxConfig)
+    #: mux.version given: use it for every BIND, infer nothing (as in GOST, 0 means "not set")
+    mux_version_set: bool = computed(lambda md, context, got: md.int("mux.version", default=0) != 0, False)
+    auther: object = computed(service_auther)
 
     def mux_for(self, request):
         """The mux config for this BIND: explicit version, else 2 for a tunnel connector, 1 for relay."""
@@ -51,13 +56,7 @@ class RelayOptions:
 
 @HANDLERS.register("relay")
 class RelayHandler(Handler):
-    @classmethod
-    def parse_options(cls, md, context):
-        # As in GOST, mux.version 0 means "not set".
-        return RelayOptions(
-            bind=md.bool("bind"), read_timeout=md.duration("readtimeout") or DEFAULT_REQUEST_TIMEOUT,
-            dial_timeout=md.duration("dialtimeout") or DEFAULT_DIAL_TIMEOUT, mux=MuxConfig.from_metadata(md),
-            mux_version_set=md.int("mux.version", default=0) != 0, auther=context.auther)
+    options_class = RelayOptions
 
     def handle(self, connection):
         conn, log = connection.sock, connection.log

@@ -1,4 +1,8 @@
-"""The tunnel handler's options, parsed from ``handler.metadata`` when the file loads."""
+"""The tunnel handler's options, parsed from ``handler.metadata`` when the file loads.
+
+Every key is declared once, on :class:`TunnelOptions` (see :mod:`gostgev.settings`);
+the keys whose value needs more than its kind have a parse function here.
+"""
 
 from dataclasses import dataclass
 
@@ -7,44 +11,36 @@ from gevent import socket
 from gostgev.addr import parse_addr
 from gostgev.codec import relay
 from gostgev.config.model import IngressConfig
-from gostgev.handler.http1 import Forwarding, forwarded_style
+from gostgev.handler.base import service_auther
+from gostgev.handler.http1 import FORWARDED_STYLES, Forwarding, forwarded_style
 from gostgev.ingress import Rule, parse_endpoint, parse_rule_host
 from gostgev.netio.mux import MuxConfig
 from gostgev.netio.relayio import DEFAULT_REQUEST_TIMEOUT
+from gostgev.settings import BOOL, CHOICE, DURATION, INT, STR, ZERO, computed, declare, nested, setting
 
-__all__ = ["TunnelOptions", "parse_options", "DEFAULT_HEADER_TIMEOUT"]
+__all__ = ["TunnelOptions", "DEFAULT_HEADER_TIMEOUT"]
 
 #: default deadline for a relay request on the tunnel port and for the
 #: request head on an entrypoint; GOST has none on either
 DEFAULT_HEADER_TIMEOUT = DEFAULT_REQUEST_TIMEOUT
 
 
-@dataclass(frozen=True, slots=True)
-class TunnelOptions:
-    ingress: IngressConfig | None        #: rules for the entrypoint and visitors
-    entrypoints: tuple                   #: (Addr, IngressConfig | None) pairs
-    entrypoint_id: relay.TunnelID | None  #: visitors with this ID are external entrypoints
-    direct: bool                         #: visitors reach the tunnel they name, ingress ignored
-    read_timeout: float                  #: deadline for the relay request on the tunnel port
-    header_timeout: float                #: deadline for the request head on entrypoints
-    mux: MuxConfig
-    auther: object                       #: gostgev.auth.Auther | None
-    strict: bool                         #: refuse BINDs for tunnels no ingress rule names
-    entrypoint_proxy: bool               #: entrypoints accept PROXY protocol headers
-    forwarding: Forwarding | None = None  #: headers the entrypoints add to HTTP requests
+def _ingress(md, spec, context, got):
+    """The ingress ``ingress`` names, else GOST's inline ``tunnel`` rules, else None."""
+    name = md.str(*spec.keys)
+    if name:
+        return _ingress_named(name, context, spec.key)
+    text = md.str(*_INLINE_RULES.keys)
+    return _inline_rules(text) if text else None
 
 
-def parse_options(md, context):
-    """:class:`TunnelOptions` from the handler's metadata; ``ValueError`` names the bad key."""
-    ingress = None
-    if md.str("ingress"):
-        ingress = _ingress_named(md.str("ingress"), context, "ingress")
-    elif md.str("tunnel"):
-        ingress = _inline_rules(md.str("tunnel"))
-    entrypoints = []
-    if md.str("entrypoint"):
-        entrypoints.append((parse_addr(md.str("entrypoint")), ingress))
-    for i, item in enumerate(md.raw("entrypoints") or []):
+def _entrypoints(md, spec, context, got):
+    """(Addr, IngressConfig | None) pairs: ``entrypoint``, then each of ``entrypoints``."""
+    ingress, entrypoints = got["ingress"], []
+    single = md.str(*spec.keys)
+    if single:
+        entrypoints.append((parse_addr(single), ingress))
+    for i, item in enumerate(md.raw(*_ENTRYPOINTS.keys) or []):
         item = item if isinstance(item, dict) else {"addr": item}
         for key in item:
             if str(key).lower() not in ("addr", "ingress"):
@@ -57,28 +53,60 @@ def parse_options(md, context):
         name = item.get("ingress")
         entrypoints.append((addr, _ingress_named(name, context, "entrypoints[%d].ingress" % i)
                             if name else ingress))
-    entrypoint_id = md.str("entrypoint.id")
-    return TunnelOptions(
-        ingress=ingress, entrypoints=tuple(entrypoints),
-        entrypoint_id=relay.TunnelID.parse(entrypoint_id) if entrypoint_id else None,
-        direct=md.bool("tunnel.direct"),
-        read_timeout=md.duration("readtimeout") or DEFAULT_HEADER_TIMEOUT,
-        header_timeout=md.duration("entrypoint.headertimeout") or DEFAULT_HEADER_TIMEOUT,
-        mux=MuxConfig.from_metadata(md), auther=context.auther,
-        strict=md.bool("tunnel.strict", default=True),
-        entrypoint_proxy=md.int("entrypoint.proxyprotocol", default=0) > 0,
-        forwarding=_entrypoint_forwarding(md))
+    return tuple(entrypoints)
 
 
-def _entrypoint_forwarding(md):
+def _entrypoint_id(md, spec, context, got):
+    text = md.str(*spec.keys)
+    return relay.TunnelID.parse(text) if text else None
+
+
+def _entrypoint_forwarding(md, spec, context, got):
     """``entrypoint.forwarded`` headers and the ``entrypoint.loopGuard`` (node ``entrypoint.node``)."""
-    style = forwarded_style(md, "entrypoint.forwarded")
+    style = forwarded_style(md, spec.key)
     node = None
-    if md.bool("entrypoint.loopGuard"):
-        node = md.str("entrypoint.node") or socket.gethostname()
+    if _LOOP_GUARD.value(md):
+        node = _NODE.value(md) or socket.gethostname()
         if not node or any(c in node for c in ", \t\r\n"):
-            raise ValueError("entrypoint.node: %r cannot stand in a Gost-Forwarded-Node list" % node)
+            raise ValueError("%s: %r cannot stand in a Gost-Forwarded-Node list" % (_NODE.key, node))
     return Forwarding(style, "http", node) if style or node else None
+
+
+_INLINE_RULES = declare("tunnel", "rules", None,
+                        "GOST's quick rules when no ingress is named: host1:uuid1,host2:uuid2")
+_ENTRYPOINTS = declare("entrypoints", "list", None,
+                       "more entrypoints: addresses, or {addr, ingress} maps with rules of their own")
+_LOOP_GUARD = declare("entrypoint.loopGuard", BOOL, False,
+                      "refuse (508) a request whose Gost-Forwarded-Node header already names this node")
+_NODE = declare("entrypoint.node", STR, None, "this node's name in Gost-Forwarded-Node (with the loop guard)",
+                shown="the host name")
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelOptions:
+    ingress: IngressConfig | None = setting(
+        "ingress", "name", None, "the ingresses entry whose rules route entrypoint requests and visitors",
+        parse=_ingress, also=(_INLINE_RULES,))
+    entrypoints: tuple = setting(
+        "entrypoint", "address", None, "address of the public entrypoint (HTTP and TLS, routed by the ingress)",
+        parse=_entrypoints, also=(_ENTRYPOINTS,))
+    entrypoint_id: relay.TunnelID | None = setting(
+        "entrypoint.id", "uuid", None, "visitors with this tunnel ID are external entrypoints", parse=_entrypoint_id)
+    direct: bool = setting("tunnel.direct", BOOL, False, "visitors reach the tunnel they name, the ingress ignored")
+    read_timeout: float = setting("readTimeout", DURATION, DEFAULT_HEADER_TIMEOUT,
+                                  "deadline for the relay request on the tunnel port (GOST: none)", unset=ZERO)
+    header_timeout: float = setting("entrypoint.headerTimeout", DURATION, DEFAULT_HEADER_TIMEOUT,
+                                    "deadline for the request head on an entrypoint (GOST: none)", unset=ZERO)
+    mux: MuxConfig = nested(MuxConfig)
+    auther: object = computed(service_auther)     #: gostgev.auth.Auther | None
+    strict: bool = setting("tunnel.strict", BOOL, True, "refuse BINDs for tunnels that no ingress rule names")
+    entrypoint_proxy: bool = setting("entrypoint.proxyProtocol", INT, 0,
+                                     "entrypoints accept PROXY protocol headers (v1 and v2) when above 0",
+                                     parse=lambda md, spec, context, got: spec.value(md) > 0)
+    forwarding: Forwarding | None = setting(
+        "entrypoint.forwarded", CHOICE, None,
+        "add X-Forwarded-* (x-forwarded) or Forwarded (forwarded) headers to entrypoint requests; off: none",
+        choices=FORWARDED_STYLES + ("off",), parse=_entrypoint_forwarding, also=(_LOOP_GUARD, _NODE))
 
 
 def _inline_rules(text):

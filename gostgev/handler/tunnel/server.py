@@ -25,7 +25,7 @@ from gostgev.codec import relay
 from gostgev.connection import DONE, failed, relay_refused
 from gostgev.handler.base import Change, Handler
 from gostgev.handler.tunnel.entrypoint import Entrypoint
-from gostgev.handler.tunnel.options import parse_options
+from gostgev.handler.tunnel.options import TunnelOptions
 from gostgev.handler.tunnel.router import Router
 from gostgev.metrics import OFF
 from gostgev.netio.mux import MuxSession
@@ -36,9 +36,7 @@ __all__ = ["TunnelHandler", "ServerConnector"]
 
 
 class TunnelHandler(Handler):
-    @classmethod
-    def parse_options(cls, md, context):
-        return parse_options(md, context)
+    options_class = TunnelOptions
 
     def __init__(self, service_config, log, metrics=OFF):
         super().__init__(service_config, log, metrics)
