@@ -36,8 +36,9 @@ A field is one of three things:
 
 A component class names its options dataclass in ``options_class``; a
 different default for one of its keys goes in ``option_defaults``
-(``{"mux.version": 1}``), which replaces the declared default when the key
-is absent (an explicit 0 still means the declared one, as before).
+(``{"mux.version": 1}``), which replaces the declared default, for an absent
+key and for the values ``unset`` maps to the default alike (GOST's relay
+connector: smux's version 1 unless ``mux.version`` is above 0).
 """
 
 import dataclasses
@@ -86,15 +87,16 @@ class Setting:
         return (self.key,) + tuple(self.aliases)
 
     def value(self, md, default=MISSING):
-        """This key's typed value in ``md``; ``default`` replaces the declared one when the key is absent.
+        """This key's typed value in ``md``; ``default``, when given, replaces the declared one.
 
         Wrong values raise ConfigError naming the key, from the Metadata's readers.
         """
+        default = self.default if default is MISSING else default
         found = self._typed(md)
         if found is None:
-            return self.default if default is MISSING else default
+            return default
         if (self.unset == ZERO and found == 0) or (self.unset == NOT_POSITIVE and found <= 0):
-            return self.default
+            return default
         return found
 
     def _typed(self, md, default=None):

@@ -1,9 +1,15 @@
-"""Declared settings (gostgev.settings): reading, GOST's unset rule, the declarations."""
+"""Declared settings (gostgev.settings): reading, GOST's unset rule, the declarations, and the
+table of every component's settings (SETTINGS.md, printed by scripts/settings.py)."""
 
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
 
+from gostgev.components import COMPONENTS
+from gostgev.config.catalog import entries
+from gostgev.config.model import LoadContext
 from gostgev.config.section import Metadata
 from gostgev.errors import ConfigError
 from gostgev.settings import (
@@ -23,6 +29,7 @@ from gostgev.settings import (
     read,
     setting,
 )
+from tests import ROOT
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +86,19 @@ def test_bad_values_name_their_key(data, message):
     assert ("%s: %s" % (info.value.path, info.value.message)).startswith(message)
 
 
-def test_component_defaults_apply_when_the_key_is_absent():
+def test_a_component_s_own_default_replaces_the_declared_one():
     assert read(Inner, Metadata({}), defaults={"Inner.Size": 2}).size == 2
     assert read(Inner, Metadata({"inner.size": 4}), defaults={"inner.size": 2}).size == 4
-    # GOST's 0 still means the declared default.
-    assert read(Inner, Metadata({"inner.size": 0}), defaults={"inner.size": 2}).size == 8
+    # GOST's 0 means the default: the component's.
+    assert read(Inner, Metadata({"inner.size": 0}), defaults={"inner.size": 2}).size == 2
+
+
+def test_the_relay_connector_speaks_smux_v1_unless_mux_version_is_above_0():
+    # GOST's relay connector leaves 0 to smux's default, version 1.
+    relay, tunnel = COMPONENTS.connectors.get("relay"), COMPONENTS.connectors.get("tunnel")
+    for data, version in (({}, 1), ({"mux.version": 0}, 1), ({"mux.version": 2}, 2)):
+        assert relay.parse_options(Metadata(data)).mux.version == version
+    assert tunnel.parse_options(Metadata({"mux.version": 0})).mux.version == 2
 
 
 def test_declared_lists_every_key_once_in_order_with_the_table_s_defaults():
@@ -109,3 +124,58 @@ def test_durations_and_required_as_the_table_shows_them():
     for seconds, text in ((0, "0"), (90, "90s"), (120, "2m"), (7200, "2h"), (1.5, "1.5s")):
         assert format_default(declare("d", DURATION, seconds, "")) == text
     assert format_default(declare("f", STR, REQUIRED, "")) == "required"
+
+
+# -- every component's declarations, and the table made of them ---------------------------------
+
+def _parse(entry, cls, md, tmp_path):
+    """What the loader does with a component's metadata (or with the loader's own maps)."""
+    if cls is None:
+        return read(entry.options_class, md)
+    if entry.kind == "handler":
+        context = LoadContext(base_dir=str(tmp_path), ingresses={}, warn=lambda message: None)
+        return cls.parse_options(md, context)
+    return cls.parse_options(md)
+
+
+def _cases():
+    return [pytest.param(entry, cls, id="%s-%s" % (entry.kind, getattr(cls, "__name__", entry.where)))
+            for entry in entries(COMPONENTS) for cls in (entry.classes or (None,))]
+
+
+@pytest.mark.parametrize("entry, cls", _cases())
+def test_every_key_a_component_reads_is_declared_and_every_declared_key_is_read(entry, cls, tmp_path):
+    declared_keys = {key.lower() for spec in entry.settings() for key in spec.keys}
+    asked = set()
+    # Empty metadata, then every switch on (some keys are read only when another is set).
+    switches = {spec.key: True for spec in entry.settings() if spec.kind == BOOL}
+    for data in ({}, switches):
+        md = Metadata(data, "x.metadata")
+        try:
+            _parse(entry, cls, md, tmp_path)
+        except ValueError:
+            pass    # a required key (file.dir) is missing: what was asked until then still counts
+        asked |= set(md.asked)
+    assert asked - declared_keys == set(), "read but not declared"
+    assert declared_keys - asked == set(), "declared but never read"
+
+
+def test_the_settings_table_is_up_to_date():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "settings.py")], capture_output=True, text=True,
+                            check=True)
+    committed = (ROOT / "SETTINGS.md").read_text(encoding="utf-8")
+    assert result.stdout == committed, "SETTINGS.md is out of date: run python3 scripts/settings.py > SETTINGS.md"
+
+
+def test_the_table_lists_every_registered_type_and_key():
+    text = (ROOT / "SETTINGS.md").read_text(encoding="utf-8")
+    for registry in (COMPONENTS.handlers, COMPONENTS.listeners, COMPONENTS.connectors, COMPONENTS.dialers):
+        for name in registry.names():
+            assert "`%s`" % name in text, (registry.kind, name)
+    for entry in entries(COMPONENTS):
+        for spec in entry.settings():
+            assert "| `%s`" % spec.key in text, spec.key
+
+
+def test_the_readme_links_the_table():
+    assert "(SETTINGS.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
