@@ -99,17 +99,18 @@ class Setting:
             return default
         return found
 
-    def _typed(self, md, default=None):
+    def _typed(self, md):
+        """The value by kind, None when absent."""
         keys = self.keys
         if self.kind == BOOL:
-            return md.bool(*keys, default=default)
+            return md.bool(*keys, default=None)
         if self.kind == INT:
-            return md.int(*keys, default=default, minimum=self.minimum, maximum=self.maximum)
+            return md.int(*keys, default=None, minimum=self.minimum, maximum=self.maximum)
         if self.kind == DURATION:
-            return md.duration(*keys, default=default)
+            return md.duration(*keys, default=None)
         if self.kind == CHOICE:
-            return md.choice(*keys, choices=self.choices, default=default)
-        return md.str(*keys, default=default)
+            return md.choice(*keys, choices=self.choices, default=None)
+        return md.str(*keys, default=None)
 
     def build(self, md, context, got, defaults):
         if self.parse is not None:
