@@ -21,6 +21,8 @@ import gevent
 import pytest
 from gevent import socket
 
+from tests.procs import pick_ports
+
 __all__ = ["Nginx", "nginx_binary", "nginx_fixture"]
 
 LOCALHOST = "127.0.0.1"
@@ -68,12 +70,6 @@ def nginx_binary():
     return None
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind((LOCALHOST, 0))
-        return probe.getsockname()[1]
-
-
 def _user_line():
     """As root, workers would drop to ``nobody``, who cannot enter a 0700 tmp dir: keep our user."""
     if os.geteuid() != 0:
@@ -102,10 +98,14 @@ class Nginx:
         self._output = None
 
     def start(self, timeout=10.0, attempts=3):
-        """Start on a free port and wait until it accepts connections; retry if the port was taken."""
+        """Start on a free port and wait until it accepts connections; retry if the port was taken.
+
+        nginx cannot listen on port 0 and say which port it got, so the port
+        is picked first, and taken again if something else bound it meanwhile.
+        """
         os.makedirs(self.dir, exist_ok=True)
         for _ in range(attempts):
-            self.port = _free_port()
+            (self.port,) = pick_ports(1)
             with open(self.conf, "w", encoding="utf-8") as fh:
                 fh.write(_CONFIG.format(dir=self.dir, user=_user_line(), host=LOCALHOST, port=self.port,
                                         http=_indent(self.http, 4), server=_indent(self.server, 8)))

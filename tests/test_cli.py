@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.procs import eventually as wait_for
-from tests.procs import fetch, free_port
+from tests.procs import fetch, gostgev_process, retry_on_port_taken, wait_listening
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,38 +81,48 @@ def test_version():
     assert result.returncode == 0 and result.stdout.startswith("gostgev ")
 
 
-def test_demo_serves_then_stops_cleanly_on_sigterm(tmp_path):
+def test_demo_serves_then_stops_cleanly_on_sigterm(tmp_path, processes):
     """The README's demo: start it, the curl requests, SIGTERM, exit 0."""
-    names = ("8000", "8443", "8080", "18081", "18082")
-    ports = dict(zip(names, (free_port() for _ in names), strict=True))
-    text = open(os.path.join(ROOT, "etc", "gost.yaml")).read()
-    for old, new in ports.items():
-        text = text.replace("127.0.0.1:%s" % old, "127.0.0.1:%d" % new)
-    conf = tmp_path / "gost.yaml"
-    conf.write_text(text)
+    shipped = open(os.path.join(ROOT, "etc", "gost.yaml")).read()
     (tmp_path / "www").symlink_to(os.path.join(ROOT, "etc", "www"))
-    proc = subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    conf, log = tmp_path / "gost.yaml", tmp_path / "gost.log"
+    # The public ports (entrypoint, reverse proxy) are bound as port 0; the
+    # ones the demo dials itself (tunnel server, sites) must be known up front.
+    text = shipped.replace("127.0.0.1:8000", "127.0.0.1:0").replace("127.0.0.1:8080", "127.0.0.1:0")
+
+    def start(picked):
+        moved = dict(zip(("8443", "18081", "18082"), picked, strict=True))
+        replaced = text
+        for old, new in moved.items():
+            replaced = replaced.replace("127.0.0.1:%s" % old, "127.0.0.1:%d" % new)
+        conf.write_text(replaced)
+        proc = gostgev_process(["-c", conf], log)
+        processes.append(proc)
+        return proc, wait_listening(proc, log, ["tunnel-server entrypoint", "reverse-proxy"])
+
+    proc, ports = retry_on_port_taken(start, 3)
+    entrypoint, proxy = ports["tunnel-server entrypoint"], ports["reverse-proxy"]
 
     def get(port, host):
         return fetch(port, host, timeout=2)
 
     def eventually(port, host, expected):
-        """Retry while the services start and the tunnel client connects (bounded)."""
+        """Retry while the tunnel client connects (bounded)."""
         wait_for(lambda: expected in get(port, host))
         return get(port, host)
 
     try:
-        assert b"Hello from site A" in eventually(ports["8080"], "a.example.com", b"Hello from site A")
-        assert b"Hello from site A" in eventually(ports["8000"], "srv-0.local", b"Hello from site A")
-        assert b"Hello from site B" in eventually(ports["8000"], "srv-1.local", b"Hello from site B")
-        assert eventually(ports["8000"], "srv-2.local", b"HTTP/1.1 503 ").startswith(b"HTTP/1.1 503 ")
-        assert eventually(ports["8000"], "nobody.local", b"HTTP/1.1 502 ").startswith(b"HTTP/1.1 502 ")
+        assert b"Hello from site A" in eventually(proxy, "a.example.com", b"Hello from site A")
+        assert b"Hello from site A" in eventually(entrypoint, "srv-0.local", b"Hello from site A")
+        assert b"Hello from site B" in eventually(entrypoint, "srv-1.local", b"Hello from site B")
+        assert eventually(entrypoint, "srv-2.local", b"HTTP/1.1 503 ").startswith(b"HTTP/1.1 503 ")
+        assert eventually(entrypoint, "nobody.local", b"HTTP/1.1 502 ").startswith(b"HTTP/1.1 502 ")
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
+    stderr = log.read_text()
     assert proc.returncode == 0, stderr
-    assert "listening on 127.0.0.1:%d" % ports["8080"] in stderr
+    assert "listening on 127.0.0.1:%d service=reverse-proxy" % proxy in stderr
     assert "host=a.example.com" in stderr and "node=site-a" in stderr
     assert "tunnel connection registered" in stderr
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.procs import eventually, fetch, free_port
+from tests.procs import eventually, fetch, gostgev_process, wait_listening
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UUID = "4d21094e-b74c-4916-86c1-d9fa36ea677b"
@@ -194,7 +194,7 @@ def test_a_busy_admin_port_names_its_key(tmp_path, flag, key):
 
 def test_gost_flag_spellings_are_accepted(tmp_path):
     conf = write(tmp_path, FORWARD.format(metadata="sniffing: true"))
-    api, metrics = free_port(), free_port()
+    api, metrics = 18080, 9000      # -O prints the config and binds nothing
     result = gostgev("-C", conf, "-api", "127.0.0.1:%d" % api, "-metrics=127.0.0.1:%d" % metrics,
                      "-R", "30s", "-DD", "-O", "json")
     assert result.returncode == 0, result.stderr
@@ -213,18 +213,16 @@ def test_periodic_reload_applies_a_changed_file_and_is_quiet_otherwise(tmp_path,
     for site in "ab":
         (tmp_path / site).mkdir()
         (tmp_path / site / "index.html").write_text("site %s\n" % site)
-    port = free_port()
-    text = "services:\n- name: web\n  addr: 127.0.0.1:%d\n  handler: {type: file, metadata: {dir: %s}}\n"
-    conf = write(tmp_path, text % (port, "a"))
+    text = "services:\n- name: web\n  addr: 127.0.0.1:0\n  handler: {type: file, metadata: {dir: %s}}\n"
+    conf = write(tmp_path, text % "a")
     log = tmp_path / "log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gostgev", "-C", conf, "-R", "100ms", "-D"],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    proc = gostgev_process(["-C", conf, "-R", "100ms", "-D"], log)
     processes.append(proc)
+    port = wait_listening(proc, log, ["web"])["web"]     # kept by the reload: the service changes in place
     assert eventually(lambda: b"site a" in fetch(port), 15)
     # Periods with nothing changed are logged at debug level only.
     assert eventually(lambda: log.read_text().count("debug reloaded: nothing changed") >= 3, 10), log.read_text()
-    write(tmp_path, text % (port, "b"))
+    write(tmp_path, text % "b")
     assert eventually(lambda: b"site b" in fetch(port), 10), log.read_text()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0

@@ -17,9 +17,6 @@ import logging
 import os
 import resource
 import signal
-import socket as _stdsocket
-import subprocess
-import sys
 import time
 
 import gevent
@@ -32,7 +29,8 @@ from gostgev import listener
 from gostgev.codec import mux, relay
 from gostgev.handler import forward
 from tests.conftest import LOCALHOST, connect, http_get, name_responder, read_request_head, recv_all, wait_until
-from tests.test_faults import FAST_KEEPALIVE, ROOT, client_process
+from tests.procs import gostgev_process, wait_listening
+from tests.test_faults import FAST_KEEPALIVE, client_process
 from tests.test_gost_wire import (
     C2,
     MAX_READS,
@@ -46,24 +44,6 @@ from tests.test_gost_wire import (
     tunnel_client_config,
 )
 from tests.test_tunnel import TUNNEL_A, TUNNEL_B, UNNAMED, Deployment, client_config
-
-
-def free_ports(count):
-    """``count`` distinct loopback ports that were free a moment ago."""
-    socks = [_stdsocket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind((LOCALHOST, 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def gostgev_process(conf, log_path, level="info", preexec_fn=None):
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf), "--log-level", level],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, preexec_fn=preexec_fn)
 
 
 def get(port, host, timeout=3):
@@ -89,21 +69,30 @@ def holds_throughout(predicate, seconds, step=0.1):
 # -- 1. the tunnel server killed, restarted, frozen ----------------------------------
 
 class ServerProcess:
-    """A tunnel server with an entrypoint and the web API, in its own process, on fixed ports."""
+    """A tunnel server with an entrypoint and the web API, in its own process.
+
+    The first start binds port 0 for all three and reads the ports from the
+    log; the config is then rewritten with them, so a restart comes back on
+    the ports the clients know.
+    """
 
     def __init__(self, tmp_path, processes, rules):
-        self.port, self.entrypoint, self.api = free_ports(3)
+        self.port = self.entrypoint = self.api = 0
+        self.rules = rules
         self.tmp_path = tmp_path
         self.processes = processes
         self.runs = 0
         self.proc = None
         self.conf = tmp_path / "server.yaml"
+        self._write_config()
+
+    def _write_config(self):
         self.conf.write_text(yaml.safe_dump({
             "services": [{"name": "server", "addr": "127.0.0.1:%d" % self.port,
                           "handler": {"type": "tunnel", "metadata": {
                               "entrypoint": "127.0.0.1:%d" % self.entrypoint, "ingress": "ingress-0",
                               **FAST_KEEPALIVE}}}],
-            "ingresses": [{"name": "ingress-0", "rules": [{"hostname": h, "endpoint": e} for h, e in rules]}],
+            "ingresses": [{"name": "ingress-0", "rules": [{"hostname": h, "endpoint": e} for h, e in self.rules]}],
             "api": {"addr": "127.0.0.1:%d" % self.api},
         }))
 
@@ -113,8 +102,12 @@ class ServerProcess:
 
     def start(self):
         self.runs += 1
-        self.proc = gostgev_process(self.conf, self.log_path)
+        self.proc = gostgev_process(["-c", self.conf, "--log-level", "info"], self.log_path)
         self.processes.append(self.proc)
+        if self.runs == 1:
+            ports = wait_listening(self.proc, self.log_path, ["server", "server entrypoint", "api"])
+            self.port, self.entrypoint, self.api = ports["server"], ports["server entrypoint"], ports["api"]
+            self._write_config()
         assert wait_until(lambda: self.tunnels() is not None, 10), "the server's API never answered"
 
     def tunnels(self):
@@ -327,16 +320,16 @@ def limit_fds():
 
 def test_forwarder_out_of_descriptors_logs_once_backs_off_and_recovers(backend, processes, tmp_path):
     site = backend(name_responder("site"))
-    (port,) = free_ports(1)
     conf = tmp_path / "fwd.yaml"
     conf.write_text(yaml.safe_dump({"services": [{
-        "name": "fwd", "addr": "127.0.0.1:%d" % port,
+        "name": "fwd", "addr": "127.0.0.1:0",
         # Idle connections wait for a request head: each holds one descriptor for the whole test.
         "handler": {"type": "tcp", "metadata": {"sniffing": True, "sniffing.timeout": "60s"}},
         "forwarder": {"nodes": [{"name": "site", "addr": site.addr}]}}]}))
     log_path = tmp_path / "fwd.log"
-    proc = gostgev_process(conf, log_path, preexec_fn=limit_fds)
+    proc = gostgev_process(["-c", conf, "--log-level", "info"], log_path, preexec_fn=limit_fds)
     processes.append(proc)
+    port = wait_listening(proc, log_path, ["fwd"])["fwd"]
     assert wait_until(lambda: get(port, "x") == (200, b"site"), 10)
     held = []
     try:

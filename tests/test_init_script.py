@@ -23,17 +23,13 @@ import time
 import pytest
 import yaml
 
+from tests.procs import listening
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INIT_SCRIPT = os.path.join(ROOT, "scripts", "gostgev.init")
 LOGROTATE = os.path.join(ROOT, "etc", "gostgev.logrotate")
 LOCALHOST = "127.0.0.1"
 HAVE_PROC = os.path.isdir("/proc/self")
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind((LOCALHOST, 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(predicate, timeout=10.0, step=0.05):
@@ -139,7 +135,7 @@ class InitScript:
             (tmp_path / "www" / site / "index.html").write_text(site.upper() + "\n")
         for sub in ("etc", "run", "log"):
             (tmp_path / sub).mkdir()
-        self.port = free_port()
+        self._port = None
         self.config = tmp_path / "etc" / "gost.yaml"
         self.pidfile = tmp_path / "run" / "gostgev.pid"
         self.logfile = tmp_path / "log" / "gostgev.log"
@@ -155,9 +151,20 @@ class InitScript:
                     "GOSTGEV_LOGFILE": self.logfile, "GOSTGEV_GRACE": 1, **extra}
         self.defaults.write_text("".join("%s=%s\n" % (k, shlex.quote(str(v))) for k, v in settings.items()))
 
+    @property
+    def port(self):
+        """Where the daemon serves: it binds port 0, and its latest ``listening on`` line names the port
+        (a reload keeps it, a restart gets a new one; after a log rotation the last one known counts)."""
+        try:
+            ports = listening(self.logfile.read_text())
+        except FileNotFoundError:
+            ports = {}
+        self._port = ports.get("files", self._port)
+        return self._port
+
     def write_config(self, site):
         self.config.write_text(yaml.safe_dump({"services": [{
-            "name": "files", "addr": "%s:%d" % (LOCALHOST, self.port),
+            "name": "files", "addr": "%s:0" % LOCALHOST,
             "handler": {"type": "file", "metadata": {"file.dir": str(self.tmp / "www" / site)}},
             "listener": {"type": "tcp"}}]}))
 
@@ -172,7 +179,8 @@ class InitScript:
             return None
 
     def get(self, path="/"):
-        return http_get(self.port, path)
+        port = self.port
+        return http_get(port, path) if port else None
 
     def our_processes(self):
         """Live processes whose command line names this test's config: the daemons we started."""

@@ -9,7 +9,6 @@ import pytest
 
 from gostgev.codec import mux, relay
 from tests.conftest import connect, http_get, name_responder, wait_until
-from tests.procs import free_port
 
 TUNNEL = "4d21094e-b74c-4916-86c1-d9fa36ea677b"
 
@@ -92,11 +91,12 @@ FAST_MUX = {"mux.keepaliveInterval": "0.2s", "mux.keepaliveTimeout": "1s"}
 def test_remote_forwarding_routes_by_host(start_services, backend, connector, server_md, connector_md):
     sites = {name: backend(name_responder(name)) for name in ("srv-0", "srv-1")}
     server = relay_server(start_services, **FAST_MUX, **server_md)
-    public = free_port()
-    client = start_services(rtcp_client("http", server.address[1], public, [
+    client = start_services(rtcp_client("http", server.address[1], 0, [
         {"name": "srv-0", "addr": sites["srv-0"].addr, "host": "srv-0.local"},
         {"name": "srv-1", "addr": sites["srv-1"].addr, "host": "srv-1.local"},
     ], connector, {**FAST_MUX, **connector_md}))["http"]
+    assert wait_until(lambda: client.listener.bound is not None, 10)
+    public = int(client.listener.bound.endpoint.rpartition(":")[2])     # the port the server bound for us
     host = "srv-1.local:%d" % public                         # what curl --resolve sends
 
     def reaches(name, host_header):

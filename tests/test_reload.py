@@ -4,8 +4,6 @@ import copy
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import gevent
@@ -16,9 +14,9 @@ from gostgev.components import build_config
 from gostgev.errors import ConfigError
 from gostgev.runtime import Runtime
 from tests.conftest import connect, http_get, name_responder, wait_until
+from tests.procs import gostgev_process, wait_listening
 from tests.test_tunnel import TUNNEL_A, client_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAYLOAD = os.urandom(8 << 20)
 
 
@@ -144,21 +142,18 @@ def test_tunnel_connections_stay_registered_across_a_reload(reloadable, start_se
     assert http_get(entrypoint, "a.local") == (200, b"site")
 
 
-def test_sighup_reloads_the_file(tmp_path, backend):
+def test_sighup_reloads_the_file(tmp_path, processes):
     """From outside, as an operator does it: edit the file, SIGHUP, see the change."""
     import socket as stdsocket
 
-    with stdsocket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "index.html").write_text("A\n")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "index.html").write_text("B\n")
-    conf = tmp_path / "gost.yaml"
+    conf, log = tmp_path / "gost.yaml", tmp_path / "gost.log"
 
     def write(dirname):
-        conf.write_text(yaml.safe_dump({"services": [{"name": "files", "addr": "127.0.0.1:%d" % port,
+        conf.write_text(yaml.safe_dump({"services": [{"name": "files", "addr": "127.0.0.1:0",
                                                       "handler": {"type": "file", "metadata": {"dir": dirname}}}]}))
 
     def get():
@@ -173,8 +168,9 @@ def test_sighup_reloads_the_file(tmp_path, backend):
             return None
 
     write("a")
-    proc = subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf)], cwd=ROOT,
-                            stderr=subprocess.PIPE, text=True)
+    proc = gostgev_process(["-c", conf], log)
+    processes.append(proc)
+    port = wait_listening(proc, log, ["files"])["files"]    # kept by the reload: the service changes in place
     try:
         assert wait_until(lambda: get() == b"A\n", 10)
         write("b")
@@ -186,7 +182,8 @@ def test_sighup_reloads_the_file(tmp_path, backend):
         assert get() == b"B\n" and proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
+    stderr = log.read_text()
     assert proc.returncode == 0
     assert "reload refused" in stderr and "invalid YAML" in stderr
 

@@ -15,7 +15,7 @@ import sys
 import pytest
 import yaml
 
-from tests.procs import eventually, fetch, free_port
+from tests.procs import PortTaken, eventually, fetch, gostgev_process, port_taken, retry_on_port_taken, wait_started
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = os.path.join(ROOT, "etc", "seed")
@@ -86,30 +86,55 @@ def localize(node, ports):
     return "127.0.0.1:%d" % ports[int(match.group(1))] if match else node
 
 
+#: a line a process logs once the port it binds later, at a client's BIND, is bound
+BOUND_LATER = {"2-remote-forward-server.yaml": "remote port bound"}
+
+
 class Setup:
-    """One setup's files, rewritten into ``tmp_path`` with shared free ports, and their processes."""
+    """One setup's files, rewritten into ``tmp_path`` with shared free ports, and their processes.
+
+    The files name the ports the processes dial each other on, so those are
+    picked before the start, and the whole setup starts again on new ones
+    if something else took one meanwhile.
+    """
 
     def __init__(self, number, tmp_path, processes):
         self.tmp_path, self.processes, self.logs = tmp_path, processes, []
         self.names = SETUPS[number]
-        configs = {name: load(name) for name in self.names}
-        shipped = set().union(*(loopback_ports(c) for c in configs.values()))
-        self.port = {old: free_port() for old in sorted(shipped)}
-        self.files = {}
-        for name, config in configs.items():
-            path = tmp_path / name
-            path.write_text(yaml.safe_dump(localize(config, self.port)))
-            self.files[name] = path
+        self.configs = {name: load(name) for name in self.names}
+        self.shipped = sorted(set().union(*(loopback_ports(c) for c in self.configs.values())))
+        self.port, self.files = {}, {}
 
     def start(self):
-        for name in self.names:
-            log = self.tmp_path / (name + ".log")
-            with open(log, "wb") as out:
-                self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "gostgev", "-c", str(self.files[name])],
-                    cwd=self.tmp_path, stdout=subprocess.DEVNULL, stderr=out))
-            self.logs.append(log)
+        retry_on_port_taken(self._start, len(self.shipped))
         return self
+
+    def _start(self, picked):
+        self.port = dict(zip(self.shipped, picked, strict=True))
+        self.logs, started = [], []
+        try:
+            for name in self.names:
+                path = self.tmp_path / name
+                path.write_text(yaml.safe_dump(localize(self.configs[name], self.port)))
+                self.files[name] = path
+                log = self.tmp_path / (name + ".log")
+                proc = gostgev_process(["-c", path], log, cwd=self.tmp_path)
+                self.processes.append(proc)
+                started.append(proc)
+                self.logs.append(log)
+                wait_started(proc, log)
+            for name in set(BOUND_LATER) & set(self.names):
+                self._wait_bound(self.tmp_path / (name + ".log"), BOUND_LATER[name])
+        except PortTaken:
+            for proc in started:
+                proc.kill()
+                proc.wait(timeout=10)
+            raise
+
+    def _wait_bound(self, log, marker):
+        assert eventually(lambda: marker in log.read_text() or port_taken(log.read_text()), 15), self.describe()
+        if port_taken(log.read_text()):
+            raise PortTaken(log.read_text())
 
     def describe(self):
         return "\n".join("--- %s\n%s" % (log.name, log.read_text()) for log in self.logs if log.exists())

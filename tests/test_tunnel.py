@@ -244,13 +244,10 @@ def test_relay_bind_remote_port_forwarding(start_services, backend, run_services
     echo = backend(echo_then_bye)
     server = start_services({"services": [{"name": "relay", "addr": "127.0.0.1:0",
                                            "handler": {"type": "relay", "metadata": {"bind": True}}}]})["relay"]
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        public_port = probe.getsockname()[1]
-    start_services(client_config("rf", server.address[1], None, [{"name": "echo", "addr": echo.addr}],
-                                 connector="relay", addr="127.0.0.1:%d" % public_port))
+    client = start_services(client_config("rf", server.address[1], None, [{"name": "echo", "addr": echo.addr}],
+                                          connector="relay", addr="127.0.0.1:0"))["rf"]
+    assert wait_until(lambda: client.listener.bound is not None, 10)
+    public_port = int(client.listener.bound.endpoint.rpartition(":")[2])   # the port the server bound for us
 
     def roundtrip():
         try:

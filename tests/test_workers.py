@@ -2,17 +2,13 @@
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import yaml
 
-from tests.procs import eventually, fetch, free_port
+from tests.procs import eventually, fetch, gostgev_process, retry_on_port_taken, wait_started
 from tests.test_faults import client_process
 from tests.test_tunnel import TUNNEL_A
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def children_of(pid):
@@ -20,28 +16,37 @@ def children_of(pid):
         return [int(p) for p in fh.read().split()]
 
 
-def test_workers_share_ports_and_run_every_service_but_relay(tmp_path):
+def test_workers_share_ports_and_run_every_service_but_relay(tmp_path, processes):
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "index.html").write_text("site\n")
-    ports = {name: free_port() for name in ("files", "server", "entrypoint", "proxy")}
-    conf = tmp_path / "gost.yaml"
-    conf.write_text(yaml.safe_dump({
-        "services": [
-            {"name": "files", "addr": "127.0.0.1:%d" % ports["files"], "handler": {"type": "file",
-                                                                                  "metadata": {"dir": "www"}}},
-            {"name": "proxy", "addr": "127.0.0.1:%d" % ports["proxy"], "handler": {"type": "tcp"},
-             "forwarder": {"nodes": [{"name": "f", "addr": "127.0.0.1:%d" % ports["files"]}]}},
-            {"name": "server", "addr": "127.0.0.1:%d" % ports["server"], "handler": {"type": "tunnel", "metadata": {
-                "entrypoint": "127.0.0.1:%d" % ports["entrypoint"], "tunnel": "a.local:%s" % TUNNEL_A}}},
-            {"name": "client", "addr": ":0", "handler": {"type": "rtcp"}, "listener": {"type": "rtcp", "chain": "c"},
-             "forwarder": {"nodes": [{"name": "f", "addr": "127.0.0.1:%d" % ports["files"]}]}},
-        ],
-        "chains": [{"name": "c", "hops": [{"name": "h", "nodes": [{
-            "name": "s", "addr": "127.0.0.1:%d" % ports["server"],
-            "connector": {"type": "tunnel", "metadata": {"tunnel.id": TUNNEL_A}}}]}]}],
-    }))
-    proc = subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf), "--workers", "2", "--grace", "1"],
-                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    conf, log = tmp_path / "gost.yaml", tmp_path / "gost.log"
+
+    def start(picked):
+        # Every worker binds these itself (SO_REUSEPORT): they must be known before the start.
+        ports = dict(zip(("files", "server", "entrypoint", "proxy"), picked, strict=True))
+        conf.write_text(yaml.safe_dump({
+            "services": [
+                {"name": "files", "addr": "127.0.0.1:%d" % ports["files"], "handler": {"type": "file",
+                                                                                      "metadata": {"dir": "www"}}},
+                {"name": "proxy", "addr": "127.0.0.1:%d" % ports["proxy"], "handler": {"type": "tcp"},
+                 "forwarder": {"nodes": [{"name": "f", "addr": "127.0.0.1:%d" % ports["files"]}]}},
+                {"name": "server", "addr": "127.0.0.1:%d" % ports["server"], "handler": {
+                    "type": "tunnel", "metadata": {"entrypoint": "127.0.0.1:%d" % ports["entrypoint"],
+                                                   "tunnel": "a.local:%s" % TUNNEL_A}}},
+                {"name": "client", "addr": ":0", "handler": {"type": "rtcp"},
+                 "listener": {"type": "rtcp", "chain": "c"},
+                 "forwarder": {"nodes": [{"name": "f", "addr": "127.0.0.1:%d" % ports["files"]}]}},
+            ],
+            "chains": [{"name": "c", "hops": [{"name": "h", "nodes": [{
+                "name": "s", "addr": "127.0.0.1:%d" % ports["server"],
+                "connector": {"type": "tunnel", "metadata": {"tunnel.id": TUNNEL_A}}}]}]}],
+        }))
+        proc = gostgev_process(["-c", conf, "--workers", "2", "--grace", "1"], log)
+        processes.append(proc)
+        wait_started(proc, log)
+        return proc, ports
+
+    proc, ports = retry_on_port_taken(start, 4)
     try:
         assert eventually(lambda: fetch(ports["entrypoint"], "a.local").endswith(b"site\n"))
         workers = children_of(proc.pid)
@@ -57,7 +62,8 @@ def test_workers_share_ports_and_run_every_service_but_relay(tmp_path):
         assert fetch(ports["files"]).endswith(b"site\n")
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+    stderr = log.read_text()
     assert proc.returncode == 0, stderr
     assert "started with 4 service(s) (worker 1)" in stderr
     assert "started with 4 service(s) and 1 more workers" in stderr
@@ -67,22 +73,29 @@ def test_workers_share_ports_and_run_every_service_but_relay(tmp_path):
         assert not os.path.exists("/proc/%d" % pid) or open("/proc/%d/status" % pid).read().find("zombie") >= 0
 
 
-def test_a_tunnel_held_by_one_worker_is_reachable_from_every_worker(tmp_path):
+def test_a_tunnel_held_by_one_worker_is_reachable_from_every_worker(tmp_path, processes):
     """One tunnel connection lands in one worker; entrypoint connections land
     in both, and those in the other worker are handed over to the holder."""
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "index.html").write_text("site\n")
-    ports = {name: free_port() for name in ("files", "server", "entrypoint")}
-    conf = tmp_path / "server.yaml"
-    conf.write_text(yaml.safe_dump({"services": [
-        {"name": "files", "addr": "127.0.0.1:%d" % ports["files"], "handler": {"type": "file",
-                                                                              "metadata": {"dir": "www"}}},
-        {"name": "server", "addr": "127.0.0.1:%d" % ports["server"], "handler": {"type": "tunnel", "metadata": {
-            "entrypoint": "127.0.0.1:%d" % ports["entrypoint"], "tunnel": "a.local:%s" % TUNNEL_A}}},
-    ]}))
-    proc = subprocess.Popen([sys.executable, "-m", "gostgev", "-c", str(conf), "--workers", "2", "--grace", "1",
-                             "--log-level", "debug"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    conf, log = tmp_path / "server.yaml", tmp_path / "server.log"
+
+    def start(picked):
+        ports = dict(zip(("files", "server", "entrypoint"), picked, strict=True))
+        conf.write_text(yaml.safe_dump({"services": [
+            {"name": "files", "addr": "127.0.0.1:%d" % ports["files"], "handler": {"type": "file",
+                                                                                  "metadata": {"dir": "www"}}},
+            {"name": "server", "addr": "127.0.0.1:%d" % ports["server"], "handler": {"type": "tunnel", "metadata": {
+                "entrypoint": "127.0.0.1:%d" % ports["entrypoint"], "tunnel": "a.local:%s" % TUNNEL_A}}},
+        ]}))
+        proc = gostgev_process(["-c", conf, "--workers", "2", "--grace", "1", "--log-level", "debug"], log)
+        processes.append(proc)
+        wait_started(proc, log)
+        return proc, ports
+
+    proc, ports = retry_on_port_taken(start, 3)
     client = client_process(tmp_path, "client", ports["server"], "127.0.0.1:%d" % ports["files"])
+    processes.append(client)
     try:
         assert eventually(lambda: fetch(ports["entrypoint"], "a.local").endswith(b"site\n"))
         # The kernel spreads these over both workers by their source ports:
@@ -93,7 +106,8 @@ def test_a_tunnel_held_by_one_worker_is_reachable_from_every_worker(tmp_path):
         client.kill()
         client.wait(timeout=10)
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+    stderr = log.read_text()
     assert proc.returncode == 0, stderr
     assert stderr.count("tunnel connection registered") == 1
     assert "handed to worker" in stderr
