@@ -4,8 +4,6 @@ Everything listens on 127.0.0.1 port 0 and runs in this process under gevent,
 except the CLI tests, which start ``python -m gostgev`` as a subprocess.
 """
 
-import datetime
-import ipaddress
 import signal
 import ssl as _stdssl
 
@@ -16,6 +14,7 @@ from gevent.server import StreamServer
 
 from gostgev.components import build_config
 from gostgev.service import Service
+from tests import certs
 
 LOCALHOST = "127.0.0.1"
 
@@ -119,6 +118,34 @@ def backend():
         server.stop()
 
 
+# -- connected sockets ------------------------------------------------------------
+
+@pytest.fixture
+def socket_pair():
+    """``socket_pair()`` -> ``(a, b)``: two connected gevent sockets, all closed after the test.
+
+    By default a loopback TCP connection: ``a`` dialed (with ``timeout``, if
+    given) and ``b`` was accepted.  ``tcp=False``: a Unix ``socketpair()``.
+    """
+    made = []
+
+    def make(tcp=True, timeout=None):
+        if tcp:
+            with socket.socket() as listener:
+                listener.bind((LOCALHOST, 0))
+                listener.listen(1)
+                a = socket.create_connection(listener.getsockname(), timeout=timeout)
+                b, _ = listener.accept()
+        else:
+            a, b = socket.socketpair()
+        made.extend((a, b))
+        return a, b
+
+    yield make
+    for sock in made:
+        sock.close()
+
+
 # -- clients --------------------------------------------------------------------
 
 def connect(port, host=LOCALHOST, timeout=10):
@@ -160,30 +187,9 @@ def tls_get(port, server_name, context, timeout=10):
 
 @pytest.fixture(scope="session")
 def cert_files(tmp_path_factory):
-    """A self-signed certificate for *.example.com and 127.0.0.1."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gostgev test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("*.example.com"), x509.DNSName("example.com"),
-            x509.IPAddress(ipaddress.ip_address(LOCALHOST))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    directory = tmp_path_factory.mktemp("certs")
-    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    return str(certfile), str(keyfile)
+    """A self-signed certificate for *.example.com and 127.0.0.1: (cert path, key path)."""
+    cert, key = certs.self_signed("gostgev test", ("*.example.com", "example.com"), (LOCALHOST,))
+    return certs.write_pem(tmp_path_factory.mktemp("certs"), "cert", cert, key)
 
 
 @pytest.fixture
@@ -207,53 +213,15 @@ def wait_until(predicate, timeout=5.0, step=0.02):
 @pytest.fixture(scope="session")
 def test_ca(tmp_path_factory):
     """A CA, a server certificate (localhost, 127.0.0.1) and a client certificate it signed,
-    plus an unrelated CA; returns {name: path}."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
+    plus an unrelated CA; returns {name: path}: ca, other_ca, server, server_key, client, client_key."""
     directory = tmp_path_factory.mktemp("ca")
-    now = datetime.datetime.now(datetime.timezone.utc)
-    files = {}
-
-    def write(name, cert, key=None):
-        (directory / (name + ".pem")).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        files[name] = str(directory / (name + ".pem"))
-        if key is not None:
-            (directory / (name + ".key")).write_bytes(key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-            files[name + "_key"] = str(directory / (name + ".key"))
-
-    def make_ca(common_name):
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=2))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .sign(key, hashes.SHA256()))
-        return cert, key
-
-    def make_leaf(ca_cert, ca_key, common_name, sans, usage):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-                .issuer_name(ca_cert.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=2))
-                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        return cert, key
-
-    ca_cert, ca_key = make_ca("gostgev test CA")
-    write("ca", ca_cert)
-    write("other_ca", make_ca("unrelated CA")[0])
-    write("server", *make_leaf(ca_cert, ca_key, "localhost", [
-        x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOCALHOST))], ExtendedKeyUsageOID.SERVER_AUTH))
-    write("client", *make_leaf(ca_cert, ca_key, "tunnel client", [x509.DNSName("client")],
-                               ExtendedKeyUsageOID.CLIENT_AUTH))
+    ca = certs.make_ca("gostgev test CA")
+    files = {"ca": certs.write_pem(directory, "ca", ca[0]),
+             "other_ca": certs.write_pem(directory, "other_ca", certs.make_ca("unrelated CA")[0])}
+    files["server"], files["server_key"] = certs.write_pem(
+        directory, "server", *certs.issue(ca, "localhost", ("localhost", LOCALHOST), certs.SERVER_AUTH))
+    files["client"], files["client_key"] = certs.write_pem(
+        directory, "client", *certs.issue(ca, "tunnel client", ("client",), certs.CLIENT_AUTH))
     return files
 
 

@@ -2,7 +2,6 @@
 
 import gevent
 import pytest
-from gevent import socket
 
 from gostgev import cluster
 
@@ -18,15 +17,6 @@ def pair():
         member.close()
 
 
-def tcp_pair():
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    return client, server
-
-
 def wait_for(predicate, seconds=5):
     with gevent.Timeout(seconds, False):
         while not predicate():
@@ -34,7 +24,7 @@ def wait_for(predicate, seconds=5):
     return predicate()
 
 
-def test_announced_tunnels_route_a_handed_off_socket(pair):
+def test_announced_tunnels_route_a_handed_off_socket(pair, socket_pair):
     first, second = pair
     got = []
 
@@ -46,7 +36,7 @@ def test_announced_tunnels_route_a_handed_off_socket(pair):
     second.announce("server", [KEY])
     assert wait_for(lambda: first.owners("server", KEY) == [1])
     assert first.owners("server", b"\x00" * 16) == [] and first.owners("other", KEY) == []
-    client, accepted = tcp_pair()
+    client, accepted = socket_pair()
     with client:
         assert first.hand_off(1, accepted, {"service": "server", "tunnel": "t"}, b"already read")
         accepted.close()                       # the first worker lets go; the second still has it
@@ -57,7 +47,7 @@ def test_announced_tunnels_route_a_handed_off_socket(pair):
     assert got == [("t", 0, b"already read", b"more")]
 
 
-def test_withdrawn_tunnels_and_dead_workers_are_forgotten(pair):
+def test_withdrawn_tunnels_and_dead_workers_are_forgotten(pair, socket_pair):
     first, second = pair
     second.announce("server", [KEY])
     assert wait_for(lambda: first.owners("server", KEY) == [1])
@@ -66,15 +56,15 @@ def test_withdrawn_tunnels_and_dead_workers_are_forgotten(pair):
     second.announce("server", [KEY])
     assert wait_for(lambda: first.owners("server", KEY) == [1])
     second.close()
-    client, accepted = tcp_pair()
+    client, accepted = socket_pair()
     with client, accepted:
         assert not first.hand_off(1, accepted, {"service": "server", "tunnel": "t"}, b"")
     assert first.owners("server", KEY) == []
 
 
-def test_hand_off_for_an_unknown_service_is_dropped_and_closed(pair):
+def test_hand_off_for_an_unknown_service_is_dropped_and_closed(pair, socket_pair):
     first, _second = pair
-    client, accepted = tcp_pair()
+    client, accepted = socket_pair()
     with client:
         assert first.hand_off(1, accepted, {"service": "nobody", "tunnel": "t"}, b"")
         accepted.close()
@@ -82,7 +72,7 @@ def test_hand_off_for_an_unknown_service_is_dropped_and_closed(pair):
         assert client.recv(100) == b""         # no descriptor leaks on the receiving side
 
 
-def test_a_burst_of_hand_offs_waits_for_a_slow_sibling_and_loses_none(pair):
+def test_a_burst_of_hand_offs_waits_for_a_slow_sibling_and_loses_none(pair, socket_pair):
     """The kernel queues only a few datagrams per socket (net.unix.max_dgram_qlen);
     senders must wait for room, not drop what does not fit."""
     first, second = pair
@@ -96,7 +86,7 @@ def test_a_burst_of_hand_offs_waits_for_a_slow_sibling_and_loses_none(pair):
     peers = []
 
     def hand_one(n):
-        mine, theirs = socket.socketpair()
+        mine, theirs = socket_pair(tcp=False)
         peers.append((n, mine, first.hand_off(1, theirs, {"service": "server", "n": n}, b"")))
         theirs.close()
 

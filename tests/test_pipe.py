@@ -5,29 +5,16 @@ import os
 
 import gevent
 import pytest
-from gevent import socket
 
 from gostgev.netio.pipe import pipe
 
 
-def pair():
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    client = socket.create_connection(listener.getsockname())
-    server, _ = listener.accept()
-    listener.close()
-    return client, server
-
-
 @pytest.fixture
-def two_pairs():
+def two_pairs(socket_pair):
     """outside <-> (a | b) <-> inside, with pipe() joining a and b."""
-    outside, a = pair()
-    b, inside = pair()
-    yield outside, a, b, inside
-    for sock in (outside, a, b, inside):
-        sock.close()
+    outside, a = socket_pair()
+    b, inside = socket_pair()
+    return outside, a, b, inside
 
 
 def test_slow_reader_gets_everything_in_order(two_pairs):

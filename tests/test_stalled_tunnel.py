@@ -12,7 +12,6 @@ import signal
 import time
 
 import gevent
-import gevent.socket
 import pytest
 from gevent.event import Event
 
@@ -247,19 +246,18 @@ class RawPeer:
 
 
 @pytest.fixture
-def raw_session():
+def raw_session(socket_pair):
     made = []
 
     def make(config):
-        ours, theirs = gevent.socket.socketpair()
+        ours, theirs = socket_pair(tcp=False)
         session = MuxSession(ours, config, client=True, name="test tunnel")
-        made.append((session, theirs))
+        made.append(session)
         return session, RawPeer(theirs, config.version)
 
     yield make
-    for session, theirs in made:
+    for session in made:
         session.close()
-        theirs.close()
 
 
 def test_keepalive_timeout_counts_from_the_last_frame_received(raw_session):
@@ -355,14 +353,14 @@ def read_response(sock):
 
 
 @pytest.mark.parametrize("plain", [True, False], ids=["callbacks", "greenlets"])
-def test_both_http_engines_send_an_unread_request_again_once_its_session_stalls(plain):
+def test_both_http_engines_send_an_unread_request_again_once_its_session_stalls(plain, socket_pair):
     config = MuxConfig(keepalive_disabled=True, stall_timeout=0.3)
-    frozen_end, unread = gevent.socket.socketpair()        # nothing ever reads ``unread``
+    frozen_end, unread = socket_pair(tcp=False)        # nothing ever reads ``unread``
     frozen = MuxSession(frozen_end, config, client=True, name="frozen")
-    ours, theirs = gevent.socket.socketpair()
+    ours, theirs = socket_pair(tcp=False)
     alive = MuxSession(ours, config, client=True, name="alive")
     peer = MuxSession(theirs, config, client=False, name="peer")
-    client, inner = gevent.socket.socketpair()
+    client, inner = socket_pair(tcp=False)
     jobs = []
 
     def accept():
@@ -387,8 +385,8 @@ def test_both_http_engines_send_an_unread_request_again_once_its_session_stalls(
         assert peer.num_streams == 1
     finally:
         gevent.killall(jobs)
-        for thing in (client, inner, frozen, unread, alive, peer):
-            thing.close()
+        for session in (frozen, alive, peer):
+            session.close()
 
 
 # -- the registry --------------------------------------------------------------------------------------

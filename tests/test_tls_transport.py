@@ -1,18 +1,15 @@
 """gostgev.netio.tls over real loopback sockets: verification rules, mTLS, half-close, bulk, abuse."""
 
-import datetime
 import hashlib
-import ipaddress
 import os
+import pathlib
 import socket as _stdsocket
 import time
 
 import gevent
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 from gevent import socket, ssl
 from gevent.server import StreamServer
 
@@ -28,74 +25,9 @@ from gostgev.netio.tls import (
     fingerprint_of,
     server_context,
 )
+from tests import certs
 
 LOCALHOST = "127.0.0.1"
-
-
-# -- a small PKI -------------------------------------------------------------------
-
-def _name(cn):
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _make_ca(cn):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _issue(ca, cn, sans, usage):
-    ca_cert, ca_key = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-    )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(ca_key, hashes.SHA256()), key
-
-
-def _write(directory, stem, cert, key=None):
-    cert_path = directory / ("%s.pem" % stem)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    if key is None:
-        return str(cert_path)
-    key_path = directory / ("%s.key" % stem)
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_path), str(key_path)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    """CA, a server cert for localhost/127.0.0.1, a client cert, and an unrelated CA."""
-    directory = tmp_path_factory.mktemp("pki")
-    ca, other = _make_ca("gostgev test CA"), _make_ca("unrelated CA")
-    server = _issue(ca, "localhost", [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOCALHOST))],
-                    ExtendedKeyUsageOID.SERVER_AUTH)
-    client = _issue(ca, "tunnel client", [], ExtendedKeyUsageOID.CLIENT_AUTH)
-    paths = {"ca": _write(directory, "ca", ca[0]), "other_ca": _write(directory, "other", other[0])}
-    paths["server_cert"], paths["server_key"] = _write(directory, "server", *server)
-    paths["client_cert"], paths["client_key"] = _write(directory, "client", *client)
-    paths["dir"] = directory
-    return paths
 
 
 # -- servers -------------------------------------------------------------------------
@@ -183,13 +115,13 @@ def wait_errors(server, count=1, timeout=3.0):
 
 
 @pytest.fixture(scope="module")
-def verified_server_tls(pki):
-    return server_context(TLSServerConfig(cert_file=pki["server_cert"], key_file=pki["server_key"]))
+def verified_server_tls(test_ca):
+    return server_context(TLSServerConfig(cert_file=test_ca["server"], key_file=test_ca["server_key"]))
 
 
 # -- verification --------------------------------------------------------------------
 
-def test_verified_connection_moves_10mib_both_ways_through_pipe(pki, verified_server_tls, serve):
+def test_verified_connection_moves_10mib_both_ways_through_pipe(test_ca, verified_server_tls, serve):
     """A TLS server pipes to a plain echo backend; a verifying client streams 10 MiB and reads it back."""
     backend = StreamServer((LOCALHOST, 0), lambda sock, _a: _plain_echo(sock))
     backend.start()
@@ -200,7 +132,7 @@ def test_verified_connection_moves_10mib_both_ways_through_pipe(pki, verified_se
 
     try:
         server = serve(verified_server_tls, relay)
-        client_tls = client_context(TLSClientConfig(secure=True, ca_file=pki["ca"], server_name="localhost"))
+        client_tls = client_context(TLSClientConfig(secure=True, ca_file=test_ca["ca"], server_name="localhost"))
         payload = os.urandom(10 * 1024 * 1024)
         with dial(server.port, client_tls) as tls:
             writer = gevent.spawn(send_then_half_close, tls, payload)
@@ -222,9 +154,9 @@ def _plain_echo(sock):
     sock.shutdown(_stdsocket.SHUT_WR)
 
 
-def test_wrong_ca_is_refused(pki, verified_server_tls, serve):
+def test_wrong_ca_is_refused(test_ca, verified_server_tls, serve):
     server = serve(verified_server_tls)
-    client_tls = client_context(TLSClientConfig(secure=True, ca_file=pki["other_ca"], server_name="localhost"))
+    client_tls = client_context(TLSClientConfig(secure=True, ca_file=test_ca["other_ca"], server_name="localhost"))
     with pytest.raises(TlsError) as info:
         dial(server.port, client_tls)
     assert str(info.value).startswith("certificate verify failed: ")
@@ -233,28 +165,28 @@ def test_wrong_ca_is_refused(pki, verified_server_tls, serve):
     assert wait_errors(server) and "handshake failed" in str(server.errors[0][0])
 
 
-def test_wrong_host_name_is_refused_when_secure(pki, verified_server_tls, serve):
+def test_wrong_host_name_is_refused_when_secure(test_ca, verified_server_tls, serve):
     server = serve(verified_server_tls)
-    client_tls = client_context(TLSClientConfig(secure=True, ca_file=pki["ca"], server_name="other.example"))
+    client_tls = client_context(TLSClientConfig(secure=True, ca_file=test_ca["ca"], server_name="other.example"))
     with pytest.raises(TlsError) as info:
         dial(server.port, client_tls)
     assert str(info.value).startswith("certificate verify failed: hostname mismatch")
     assert "other.example" in str(info.value)
 
 
-def test_server_name_argument_overrides_config_and_ip_matches_ip_san(pki, verified_server_tls, serve):
+def test_server_name_argument_overrides_config_and_ip_matches_ip_san(test_ca, verified_server_tls, serve):
     server = serve(verified_server_tls)
-    client_tls = client_context(TLSClientConfig(secure=True, ca_file=pki["ca"], server_name="other.example"))
+    client_tls = client_context(TLSClientConfig(secure=True, ca_file=test_ca["ca"], server_name="other.example"))
     with dial(server.port, client_tls, server_name=LOCALHOST) as tls:  # IP literal: no SNI, IP SAN checked
         assert roundtrip(tls) == b"ping"
 
 
-def test_ca_file_without_secure_checks_chain_but_not_host_name(pki, verified_server_tls, serve):
+def test_ca_file_without_secure_checks_chain_but_not_host_name(test_ca, verified_server_tls, serve):
     server = serve(verified_server_tls)
-    chain_only = client_context(TLSClientConfig(ca_file=pki["ca"], server_name="other.example"))
+    chain_only = client_context(TLSClientConfig(ca_file=test_ca["ca"], server_name="other.example"))
     with dial(server.port, chain_only) as tls:
         assert roundtrip(tls) == b"ping"
-    wrong_chain = client_context(TLSClientConfig(ca_file=pki["other_ca"], server_name="other.example"))
+    wrong_chain = client_context(TLSClientConfig(ca_file=test_ca["other_ca"], server_name="other.example"))
     with pytest.raises(TlsError, match="^certificate verify failed: "):
         dial(server.port, wrong_chain)
 
@@ -279,8 +211,8 @@ def test_insecure_client_accepts_generated_cert_and_sees_its_fingerprint(serve):
         dial(server.port, client_context(TLSClientConfig(secure=True, server_name="localhost")))
 
 
-def test_loaded_certificate_fingerprint(pki, verified_server_tls):
-    pem = (pki["dir"] / "server.pem").read_bytes()
+def test_loaded_certificate_fingerprint(test_ca, verified_server_tls):
+    pem = pathlib.Path(test_ca["server"]).read_bytes()
     der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
     assert verified_server_tls.fingerprint == ":".join("%02X" % b for b in hashlib.sha256(der).digest())
     assert not verified_server_tls.generated
@@ -288,11 +220,11 @@ def test_loaded_certificate_fingerprint(pki, verified_server_tls):
 
 # -- mutual TLS ----------------------------------------------------------------------
 
-def test_mutual_tls_refuses_client_without_certificate(pki, serve):
-    server_tls = server_context(TLSServerConfig(cert_file=pki["server_cert"], key_file=pki["server_key"],
-                                                ca_file=pki["ca"]))
+def test_mutual_tls_refuses_client_without_certificate(test_ca, serve):
+    server_tls = server_context(TLSServerConfig(cert_file=test_ca["server"], key_file=test_ca["server_key"],
+                                                ca_file=test_ca["ca"]))
     server = serve(server_tls)
-    client_tls = client_context(TLSClientConfig(ca_file=pki["ca"]))
+    client_tls = client_context(TLSClientConfig(ca_file=test_ca["ca"]))
     with pytest.raises(ConnectionError):
         # TLS 1.3: the client's handshake ends before the server judges it; the alert arrives on read
         with dial(server.port, client_tls) as tls:
@@ -302,22 +234,22 @@ def test_mutual_tls_refuses_client_without_certificate(pki, serve):
     assert errors and str(errors[0][0]).startswith("client certificate required")
 
 
-def test_mutual_tls_accepts_client_certificate_from_ca(pki, serve):
-    server_tls = server_context(TLSServerConfig(cert_file=pki["server_cert"], key_file=pki["server_key"],
-                                                ca_file=pki["ca"]))
+def test_mutual_tls_accepts_client_certificate_from_ca(test_ca, serve):
+    server_tls = server_context(TLSServerConfig(cert_file=test_ca["server"], key_file=test_ca["server_key"],
+                                                ca_file=test_ca["ca"]))
     server = serve(server_tls)
-    client_tls = client_context(TLSClientConfig(ca_file=pki["ca"], cert_file=pki["client_cert"],
-                                                key_file=pki["client_key"]))
+    client_tls = client_context(TLSClientConfig(ca_file=test_ca["ca"], cert_file=test_ca["client"],
+                                                key_file=test_ca["client_key"]))
     with dial(server.port, client_tls) as tls:
         assert roundtrip(tls) == b"ping"
     assert server.accepted[0].peer_certificate_subject() == "CN=tunnel client"
 
 
-def test_mutual_tls_refuses_client_certificate_from_other_ca(pki, serve, tmp_path):
-    other = _make_ca("rogue CA")
-    rogue_cert, rogue_key = _write(tmp_path, "rogue", *_issue(other, "rogue", [], ExtendedKeyUsageOID.CLIENT_AUTH))
-    server_tls = server_context(TLSServerConfig(cert_file=pki["server_cert"], key_file=pki["server_key"],
-                                                ca_file=pki["ca"]))
+def test_mutual_tls_refuses_client_certificate_from_other_ca(test_ca, serve, tmp_path):
+    rogue = certs.issue(certs.make_ca("rogue CA"), "rogue", usage=certs.CLIENT_AUTH)
+    rogue_cert, rogue_key = certs.write_pem(tmp_path, "rogue", *rogue)
+    server_tls = server_context(TLSServerConfig(cert_file=test_ca["server"], key_file=test_ca["server_key"],
+                                                ca_file=test_ca["ca"]))
     server = serve(server_tls)
     client_tls = client_context(TLSClientConfig(cert_file=rogue_cert, key_file=rogue_key))
     with pytest.raises(ConnectionError):
@@ -330,10 +262,10 @@ def test_mutual_tls_refuses_client_certificate_from_other_ca(pki, serve, tmp_pat
 
 # -- interop with another TLS stack (the stdlib's OpenSSL binding) ---------------------------
 
-def test_stdlib_client_against_our_server_closes_with_close_notify(pki, verified_server_tls, serve):
+def test_stdlib_client_against_our_server_closes_with_close_notify(test_ca, verified_server_tls, serve):
     server = serve(verified_server_tls)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # gevent's class: its handshake cooperates
-    context.load_verify_locations(pki["ca"])
+    context.load_verify_locations(test_ca["ca"])
     with socket.create_connection((LOCALHOST, server.port), timeout=5) as raw:
         sock = context.wrap_socket(raw, server_hostname="localhost")
         sock.sendall(b"hello")
@@ -341,7 +273,7 @@ def test_stdlib_client_against_our_server_closes_with_close_notify(pki, verified
         sock.unwrap().close()  # sends close_notify and waits for ours: the echo's SHUT_WR answers it
 
 
-def test_our_client_against_stdlib_server_half_closes(pki):
+def test_our_client_against_stdlib_server_half_closes(test_ca):
     def handle(sock, _address):
         data = b""
         while True:
@@ -353,11 +285,11 @@ def test_our_client_against_stdlib_server_half_closes(pki):
         sock.unwrap()
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki["server_cert"], pki["server_key"])
+    context.load_cert_chain(test_ca["server"], test_ca["server_key"])
     server = StreamServer((LOCALHOST, 0), handle, ssl_context=context)
     server.start()
     try:
-        client_tls = client_context(TLSClientConfig(secure=True, ca_file=pki["ca"], server_name="localhost"))
+        client_tls = client_context(TLSClientConfig(secure=True, ca_file=test_ca["ca"], server_name="localhost"))
         with dial(server.address[1], client_tls) as tls:
             assert roundtrip(tls, b"x" * 100000) == b"got " + b"x" * 100000
     finally:
@@ -436,8 +368,8 @@ def test_recv_into_and_socket_passthrough(verified_server_tls, serve):
         assert tls.version in ("TLSv1.2", "TLSv1.3") and tls.cipher
 
 
-def test_min_version_tls13(pki, serve):
-    server_tls = server_context(TLSServerConfig(cert_file=pki["server_cert"], key_file=pki["server_key"],
+def test_min_version_tls13(test_ca, serve):
+    server_tls = server_context(TLSServerConfig(cert_file=test_ca["server"], key_file=test_ca["server_key"],
                                                 min_version="VersionTLS13"))
     server = serve(server_tls)
     with dial(server.port, client_context(TLSClientConfig())) as tls:
@@ -511,20 +443,20 @@ def test_client_handshake_timeout(verified_server_tls):
 
 # -- configuration errors ---------------------------------------------------------------
 
-def test_missing_and_bad_files_raise_value_error_naming_the_file(pki, tmp_path):
+def test_missing_and_bad_files_raise_value_error_naming_the_file(test_ca, tmp_path):
     missing = str(tmp_path / "nope.pem")
     with pytest.raises(ValueError, match="nope.pem"):
-        server_context(TLSServerConfig(cert_file=missing, key_file=pki["server_key"]))
+        server_context(TLSServerConfig(cert_file=missing, key_file=test_ca["server_key"]))
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
     with pytest.raises(ValueError, match="garbage.pem"):
-        server_context(TLSServerConfig(cert_file=str(garbage), key_file=pki["server_key"]))
+        server_context(TLSServerConfig(cert_file=str(garbage), key_file=test_ca["server_key"]))
     with pytest.raises(ValueError, match="garbage.pem"):
         client_context(TLSClientConfig(ca_file=str(garbage)))
     with pytest.raises(ValueError, match="does not match"):
-        server_context(TLSServerConfig(cert_file=pki["server_cert"], key_file=pki["client_key"]))
+        server_context(TLSServerConfig(cert_file=test_ca["server"], key_file=test_ca["client_key"]))
     with pytest.raises(ValueError, match="together"):
-        client_context(TLSClientConfig(cert_file=pki["client_cert"]))
+        client_context(TLSClientConfig(cert_file=test_ca["client"]))
     with pytest.raises(ValueError, match="minVersion"):
         server_context(TLSServerConfig(min_version="TLS9"))
 

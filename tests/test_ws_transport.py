@@ -7,7 +7,6 @@ import time
 
 import gevent
 import pytest
-from gevent import socket
 
 from gostgev.codec.http import parse_request_head
 from gostgev.codec.ws import (
@@ -28,33 +27,12 @@ from gostgev.netio.ws import WsHandshakeError, WsProtocolError, ws_accept, ws_co
 
 pytestmark = pytest.mark.timeout(10)
 
-LOCALHOST = "127.0.0.1"
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
-@pytest.fixture
-def tcp():
-    """``tcp()`` -> (client, server): a connected loopback TCP pair; all closed afterwards."""
-    made = []
-
-    def pair():
-        listener = socket.socket()
-        listener.bind((LOCALHOST, 0))
-        listener.listen(1)
-        client = socket.create_connection(listener.getsockname(), timeout=5)
-        server, _ = listener.accept()
-        listener.close()
-        made.extend([client, server])
-        return client, server
-
-    yield pair
-    for sock in made:
-        sock.close()
-
-
-def ws_pair(tcp, **options):
+def ws_pair(socket_pair, **options):
     """(client WsSocket, server WsSocket) after a real handshake."""
-    client, server = tcp()
+    client, server = socket_pair(timeout=5)
     accepting = gevent.spawn(ws_accept, server, timeout=5, **options)
     ws_client = ws_connect(client, "%s:%d" % client.getpeername(), timeout=5, **options)
     return ws_client, accepting.get(timeout=5)
@@ -83,9 +61,9 @@ class RawPeer:
                 self.parser.add_data(data)
 
 
-def raw_client_pair(tcp, request=None):
+def raw_client_pair(socket_pair, request=None):
     """(RawPeer client, server WsSocket) with the raw side sending ``request`` (gorilla's by default)."""
-    client, server = tcp()
+    client, server = socket_pair(timeout=5)
     client.sendall(request or gorilla_request())
     ws = ws_accept(server, timeout=5)
     head = b""
@@ -126,9 +104,9 @@ def read_response(sock):
 
 # -- handshake -------------------------------------------------------------------------
 
-def test_handshake_both_ways_and_small_messages(tcp):
+def test_handshake_both_ways_and_small_messages(socket_pair):
     """gostgev client and server shake hands and exchange data in both directions."""
-    client, server = ws_pair(tcp)
+    client, server = ws_pair(socket_pair)
     client.sendall(b"hello")
     assert server.recv(100) == b"hello"
     server.sendall(b"world")
@@ -137,9 +115,9 @@ def test_handshake_both_ways_and_small_messages(tcp):
     assert client.getpeername() == server.getsockname()
 
 
-def test_gostlike_client_request_is_accepted_and_frames_after_it_are_kept(tcp):
+def test_gostlike_client_request_is_accepted_and_frames_after_it_are_kept(socket_pair):
     """gorilla's exact request, with 4 KiB fragments (its default write buffer) in the same segment."""
-    client, server = tcp()
+    client, server = socket_pair(timeout=5)
     data = os.urandom(10000)
     pieces = [data[i:i + 4096] for i in range(0, len(data), 4096)]
     frames = b"".join(encode_frame(OP_BINARY if i == 0 else OP_CONTINUATION, piece, os.urandom(4),
@@ -155,9 +133,9 @@ def test_gostlike_client_request_is_accepted_and_frames_after_it_are_kept(tcp):
     assert received == data
 
 
-def test_client_against_a_gostlike_server_with_a_frame_glued_to_the_101(tcp):
+def test_client_against_a_gostlike_server_with_a_frame_glued_to_the_101(socket_pair):
     """ws_connect sends gorilla's request layout and keeps a frame sent in the 101's segment."""
-    client, server = tcp()
+    client, server = socket_pair(timeout=5)
 
     def gostlike_server():
         head = b""
@@ -177,8 +155,8 @@ def test_client_against_a_gostlike_server_with_a_frame_glued_to_the_101(tcp):
     assert ws.recv(100) == b"early"
 
 
-def test_small_reads_of_big_frames_and_text_frames(tcp):
-    raw, ws = raw_client_pair(tcp)
+def test_small_reads_of_big_frames_and_text_frames(socket_pair):
+    raw, ws = raw_client_pair(socket_pair)
     big = os.urandom(100000)
     raw.send(OP_BINARY, big)
     raw.send(OP_TEXT, "ünïcode".encode())
@@ -192,9 +170,9 @@ def test_small_reads_of_big_frames_and_text_frames(tcp):
     assert ws.recv(100) == "ünïcode".encode()[3:]
 
 
-def test_client_frames_are_masked_with_fresh_keys_and_split(tcp):
+def test_client_frames_are_masked_with_fresh_keys_and_split(socket_pair):
     """A client's sendall becomes masked binary frames of at most 64 KiB, each with its own key."""
-    client_sock, server_sock = tcp()
+    client_sock, server_sock = socket_pair(timeout=5)
     accepting = gevent.spawn(ws_accept, server_sock, timeout=5)
     ws = ws_connect(client_sock, "example.com", timeout=5)
     under = accepting.get(timeout=5)._sock  # read the bytes beneath the server's WsSocket
@@ -220,8 +198,8 @@ def test_client_frames_are_masked_with_fresh_keys_and_split(tcp):
     assert b"".join(f.payload for f in parser) == bytes(150000)
 
 
-def test_wrong_path_gets_404(tcp):
-    client, server = tcp()
+def test_wrong_path_gets_404(socket_pair):
+    client, server = socket_pair(timeout=5)
     client.sendall(gorilla_request(path="/other"))
     accepting = accept_in_background(server, "/ws", 5)
     response = read_response(client)
@@ -235,8 +213,8 @@ def test_wrong_path_gets_404(tcp):
     b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\n",                          # plain HTTP, no upgrade
     gorilla_request().replace(b"Version: 13", b"Version: 8"),
 ])
-def test_not_an_upgrade_gets_400_without_hanging(tcp, request_bytes):
-    client, server = tcp()
+def test_not_an_upgrade_gets_400_without_hanging(socket_pair, request_bytes):
+    client, server = socket_pair(timeout=5)
     client.sendall(request_bytes)
     started = time.monotonic()
     accepting = accept_in_background(server, "/ws", 5)
@@ -247,8 +225,8 @@ def test_not_an_upgrade_gets_400_without_hanging(tcp, request_bytes):
     assert time.monotonic() - started < 3
 
 
-def test_slow_client_is_cut_by_the_handshake_timeout(tcp):
-    client, server = tcp()
+def test_slow_client_is_cut_by_the_handshake_timeout(socket_pair):
+    client, server = socket_pair(timeout=5)
     client.sendall(b"GET /ws HTTP/1.1\r\n")
     started = time.monotonic()
     with pytest.raises(WsHandshakeError, match="within 0.3s"):
@@ -256,14 +234,14 @@ def test_slow_client_is_cut_by_the_handshake_timeout(tcp):
     assert 0.25 < time.monotonic() - started < 1.5
 
 
-def test_client_side_failures(tcp):
+def test_client_side_failures(socket_pair):
     """ws_connect: a refusal carries its status; a silent server hits the timeout."""
-    client, server = tcp()
+    client, server = socket_pair(timeout=5)
     gevent.spawn(lambda: (server.recv(4096), server.sendall(b"HTTP/1.1 403 Forbidden\r\n\r\n")))
     with pytest.raises(WsHandshakeError) as error:
         ws_connect(client, "h", timeout=5)
     assert error.value.status == 403
-    client, server = tcp()
+    client, server = socket_pair(timeout=5)
     started = time.monotonic()
     with pytest.raises(WsHandshakeError, match="within"):
         ws_connect(client, "h", timeout=0.3)
@@ -272,9 +250,9 @@ def test_client_side_failures(tcp):
 
 # -- control frames ------------------------------------------------------------------------
 
-def test_ping_pong(tcp):
+def test_ping_pong(socket_pair):
     """A ping from a raw peer is answered with the same payload while recv keeps waiting for data."""
-    raw, ws = raw_client_pair(tcp)
+    raw, ws = raw_client_pair(socket_pair)
     reader = gevent.spawn(ws.recv, 100)
     raw.send(OP_PING, b"are you there")
     pong = raw.frame()
@@ -284,9 +262,9 @@ def test_ping_pong(tcp):
     assert reader.get(timeout=3) == b"data"
 
 
-def test_pongs_never_land_inside_a_concurrent_bulk_sendall(tcp):
+def test_pongs_never_land_inside_a_concurrent_bulk_sendall(socket_pair):
     """The reader answers a ping flood while another greenlet writes 8 MiB: every frame stays whole."""
-    raw, ws = raw_client_pair(tcp)
+    raw, ws = raw_client_pair(socket_pair)
     data = os.urandom(8 * 1024 * 1024)
     reader = gevent.spawn(ws.recv, 100)
     writer = gevent.spawn(ws.sendall, data)
@@ -317,9 +295,9 @@ def test_pongs_never_land_inside_a_concurrent_bulk_sendall(tcp):
     assert reader.get(timeout=3) == b"done"
 
 
-def test_close_from_peer_ends_reading_and_is_answered_on_shutdown(tcp):
+def test_close_from_peer_ends_reading_and_is_answered_on_shutdown(socket_pair):
     """Half-close: after the peer's close frame we may still send, then our close answers it."""
-    raw, ws = raw_client_pair(tcp)
+    raw, ws = raw_client_pair(socket_pair)
     raw.send(OP_BINARY, b"last")
     raw.send(OP_CLOSE, close_payload(1000))
     assert ws.recv(100) == b"last"
@@ -334,8 +312,8 @@ def test_close_from_peer_ends_reading_and_is_answered_on_shutdown(tcp):
         ws.sendall(b"too late")
 
 
-def test_close_answers_a_pending_close(tcp):
-    raw, ws = raw_client_pair(tcp)
+def test_close_answers_a_pending_close(socket_pair):
+    raw, ws = raw_client_pair(socket_pair)
     raw.send(OP_CLOSE, close_payload(1001, "going away"))
     assert ws.recv(100) == b""
     ws.close()
@@ -343,8 +321,8 @@ def test_close_answers_a_pending_close(tcp):
     assert raw.frame() is None  # then TCP EOF
 
 
-def test_our_shutdown_keeps_reading_until_the_peers_close(tcp):
-    raw, ws = raw_client_pair(tcp)
+def test_our_shutdown_keeps_reading_until_the_peers_close(socket_pair):
+    raw, ws = raw_client_pair(socket_pair)
     ws.shutdown(_stdsocket.SHUT_WR)
     ws.shutdown(_stdsocket.SHUT_WR)  # only one close frame goes out
     assert raw.frame().opcode == OP_CLOSE
@@ -356,8 +334,8 @@ def test_our_shutdown_keeps_reading_until_the_peers_close(tcp):
     assert raw.frame() is None  # nothing after our single close frame, then TCP EOF
 
 
-def test_protocol_error_closes_with_1002(tcp):
-    raw, ws = raw_client_pair(tcp)
+def test_protocol_error_closes_with_1002(socket_pair):
+    raw, ws = raw_client_pair(socket_pair)
     raw.sock.sendall(b"\x82\x05hello")  # unmasked: a client must mask
     with pytest.raises(WsProtocolError, match="masked"):
         ws.recv(100)
@@ -365,21 +343,21 @@ def test_protocol_error_closes_with_1002(tcp):
     assert close.opcode == OP_CLOSE and parse_close_payload(close.payload)[0] == 1002
 
 
-def test_eof_inside_a_frame_is_an_error_and_eof_between_frames_is_not(tcp):
-    raw, ws = raw_client_pair(tcp)
+def test_eof_inside_a_frame_is_an_error_and_eof_between_frames_is_not(socket_pair):
+    raw, ws = raw_client_pair(socket_pair)
     raw.sock.sendall(encode_frame(OP_BINARY, b"whole", os.urandom(4)) + encode_frame(OP_BINARY, b"cut", b"abcd")[:4])
     raw.sock.shutdown(_stdsocket.SHUT_WR)
     assert ws.recv(100) == b"whole"
     with pytest.raises(ConnectionResetError):
         ws.recv(100)
-    raw2, ws2 = raw_client_pair(tcp)
+    raw2, ws2 = raw_client_pair(socket_pair)
     raw2.sock.shutdown(_stdsocket.SHUT_WR)
     assert ws2.recv(100) == b""
 
 
-def test_keepalive_pings_and_drops_a_silent_peer(tcp):
+def test_keepalive_pings_and_drops_a_silent_peer(socket_pair):
     """keepalive=0.1: pings go out; a peer that never answers is cut after ~2 intervals."""
-    client_sock, server_sock = tcp()
+    client_sock, server_sock = socket_pair(timeout=5)
     accepting = gevent.spawn(ws_accept, server_sock, timeout=5)
     ws = ws_connect(client_sock, "h", timeout=5, keepalive=0.1)
     server = accepting.get(timeout=5)
@@ -392,8 +370,8 @@ def test_keepalive_pings_and_drops_a_silent_peer(tcp):
     ws.close()
 
 
-def test_keepalive_keeps_an_answering_connection(tcp):
-    client, server = ws_pair(tcp, keepalive=0.05)
+def test_keepalive_keeps_an_answering_connection(socket_pair):
+    client, server = ws_pair(socket_pair, keepalive=0.05)
     reader = gevent.spawn(server.recv, 100)  # the server's reader answers the client's pings
     with pytest.raises(gevent.Timeout):
         with gevent.Timeout(0.4):
@@ -406,13 +384,13 @@ def test_keepalive_keeps_an_answering_connection(tcp):
 
 # -- bulk ------------------------------------------------------------------------------------
 
-def test_10_mib_both_ways_through_pipe(tcp):
+def test_10_mib_both_ways_through_pipe(socket_pair):
     """app <-> pipe <-> ws client ==ws== ws server <-> pipe <-> backend, SHA-256 on both ends."""
     size = 10 * 1024 * 1024
     up, down = os.urandom(size), os.urandom(size)
-    app, app_peer = tcp()
-    backend_peer, backend = tcp()
-    ws_client, ws_server = ws_pair(tcp)
+    app, app_peer = socket_pair(timeout=5)
+    backend_peer, backend = socket_pair(timeout=5)
+    ws_client, ws_server = ws_pair(socket_pair)
     pipes = [gevent.spawn(pipe, app_peer, ws_client), gevent.spawn(pipe, ws_server, backend_peer)]
 
     def send_then_half_close(sock, data):

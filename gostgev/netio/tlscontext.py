@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
 __all__ = ["TLSServerConfig", "TLSClientConfig", "ServerTLS", "ClientTLS", "TlsError", "server_context",
-           "client_context", "check_files", "fingerprint_of"]
+           "client_context", "check_files", "fingerprint_of", "self_signed"]
 
 _log = logging.getLogger("gostgev.netio.tls")
 
@@ -133,18 +133,21 @@ def _use_ca(ctx, ca_file):
         raise ValueError("tls: cannot load caFile %s: %s" % (ca_file, _reasons(e))) from None
 
 
-def _self_signed():
-    """An EC P-256 certificate for localhost, valid a year (GOST makes one too)."""
+def self_signed(common_name="gostgev", dns_names=("localhost",), ip_addresses=("127.0.0.1", "::1")):
+    """A self-signed EC P-256 certificate for these names, valid a year: ``(cert, key)``.
+
+    The defaults are what a listener without a certificate uses (GOST makes
+    one too).
+    """
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gostgev")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
+    sans = [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -169,7 +172,7 @@ def server_context(config, log=None):
     if config.cert_file or config.key_file:
         cert, generated = _use_cert_and_key(ctx, config.cert_file, config.key_file), False
     else:
-        cert, key = _self_signed()
+        cert, key = self_signed()
         ctx.use_certificate(cert)
         ctx.use_privatekey(key)
         generated = True
