@@ -125,7 +125,7 @@ def test_visitors_blocked_on_a_frozen_connection_end_cleanly_when_it_dies(start_
         sock = connect(dep.entrypoint, timeout=20)
         visitors.append(sock)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: a.local\r\n\r\n")
-    assert wait_until(lambda: connector.session._waiting >= 25, 10), connector.session._waiting
+    assert wait_until(lambda: connector.session.waiting >= 25, 10), connector.session.waiting
     frozen.send_signal(signal.SIGKILL)
     for sock in visitors:
         sock.settimeout(10)

@@ -359,7 +359,7 @@ def test_slow_stream_does_not_stall_another(make):
         assert recv_all(fast_peer) == data
         sender.get()
     assert not blocked.ready()
-    assert slow_peer._data.size == INITIAL_PEER_WINDOW     # what the peer may send before our first read
+    assert slow_peer.buffered == INITIAL_PEER_WINDOW     # what the peer may send before our first read
     assert slow_peer.recv(10) == b"s" * 10                  # reading it later still works
     slow.close()
 
@@ -511,9 +511,9 @@ def test_version_1_pauses_reading_at_receive_buffer(make):
     stream = client.open_stream()
     writer = gevent.spawn(stream.sendall, b"v" * (4 << 20))
     peer = server.accept_stream(timeout=2)
-    assert wait_for(lambda: server._paused)
+    assert wait_for(lambda: server.paused)
     gevent.sleep(0.1)
-    assert 256 * 1024 < server._buffered <= 256 * 1024 + 512 * 1024 and not writer.ready()
+    assert 256 * 1024 < server.buffered <= 256 * 1024 + 512 * 1024 and not writer.ready()
     with gevent.Timeout(10):
         assert len(recv_all(peer, limit=4 << 20)) == 4 << 20
         writer.get()

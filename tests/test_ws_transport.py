@@ -175,7 +175,8 @@ def test_client_frames_are_masked_with_fresh_keys_and_split(socket_pair):
     client_sock, server_sock = socket_pair(timeout=5)
     accepting = gevent.spawn(ws_accept, server_sock, timeout=5)
     ws = ws_connect(client_sock, "example.com", timeout=5)
-    under = accepting.get(timeout=5)._sock  # read the bytes beneath the server's WsSocket
+    accepting.get(timeout=5)
+    under = server_sock     # the socket beneath the server's WsSocket: the frames as sent
     ws.sendall(bytes(150000))
     wire_size = (2 + 8 + 4) * 2 + (2 + 2 + 4) + 150000
     data = b""
@@ -360,8 +361,8 @@ def test_keepalive_pings_and_drops_a_silent_peer(socket_pair):
     client_sock, server_sock = socket_pair(timeout=5)
     accepting = gevent.spawn(ws_accept, server_sock, timeout=5)
     ws = ws_connect(client_sock, "h", timeout=5, keepalive=0.1)
-    server = accepting.get(timeout=5)
-    raw = RawPeer(server._sock, client=False)
+    accepting.get(timeout=5)
+    raw = RawPeer(server_sock, client=False)    # takes the pings from beneath the server's WsSocket
     assert raw.frame(timeout=1).opcode == OP_PING
     started = time.monotonic()
     with pytest.raises(ConnectionResetError, match="keepalive"):

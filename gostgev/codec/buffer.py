@@ -20,6 +20,11 @@ class ReceiveBuffer:
         """Bytes received but not yet returned as frames."""
         return len(self._buf) - self._pos
 
+    @property
+    def held(self):
+        """Bytes held in memory: the pending ones and a consumed prefix not dropped yet."""
+        return len(self._buf)
+
     def add_data(self, data):
         if self._pos and (self._pos == len(self._buf) or self._pos >= COMPACT_AT):
             del self._buf[:self._pos]

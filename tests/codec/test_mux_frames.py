@@ -147,7 +147,7 @@ def test_big_frames_and_compaction():
     data = b"".join(encode_frame(2, CMD_PSH, 7, p) for p in payloads)
     frames, buf = feed_chunks(data, [100_000] * (len(data) // 100_000))
     assert [f.payload for f in frames] == payloads
-    assert len(buf._buf) < 2 * 100_000 + 256 * 1024
+    assert buf.held < 2 * 100_000 + 256 * 1024
 
 
 def test_empty_psh_and_version_1():

@@ -99,6 +99,21 @@ class MuxSession(SessionWrites, SessionLiveness):
     def num_streams(self):
         return len(self._streams)
 
+    @property
+    def buffered(self):
+        """Bytes received on all streams and not read yet."""
+        return self._buffered
+
+    @property
+    def paused(self):
+        """The reader has stopped taking frames off the connection (v1 receive buffer or accept queue full)."""
+        return self._paused
+
+    @property
+    def waiting(self):
+        """Greenlets queued to write to the connection."""
+        return self._waiting
+
     def _gone(self):
         return SessionClosed(errno.EPIPE, "mux session closed: %s" % self.close_reason)
 

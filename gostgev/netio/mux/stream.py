@@ -78,6 +78,11 @@ class MuxStream:
         return self._closed or self._error is not None
 
     @property
+    def buffered(self):
+        """Bytes received on this stream and not read yet."""
+        return self._data.size
+
+    @property
     def unacknowledged(self):
         """Nothing has come back on this stream: no data, no FIN, no window update.
 
