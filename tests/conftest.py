@@ -199,14 +199,40 @@ def client_tls_context(cert_files):
     return context
 
 
+# -- waiting for a condition -------------------------------------------------------
+#
+# Tests wait for what they need to see, not for a time that usually
+# suffices.  Every wait is bounded in time and in polls, and yields to
+# gevent, so servers in this process keep running meanwhile.
+
 def wait_until(predicate, timeout=5.0, step=0.02):
-    """Poll ``predicate`` until true or ``timeout``; bounded by both."""
-    deadline = gevent.get_hub().loop.now() + timeout
-    while gevent.get_hub().loop.now() < deadline:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last value."""
+    hub = gevent.get_hub()
+    deadline = hub.loop.now() + timeout
+    for _ in range(int(timeout / step) + 1):
         if predicate():
             return True
+        if hub.loop.now() >= deadline:
+            break
         gevent.sleep(step)
     return predicate()
+
+
+def holds_for(predicate, seconds, step=0.02):
+    """True if ``predicate`` is true at every poll over ``seconds``: something that must not happen,
+    watched for as long as it would take to happen."""
+    return not wait_until(lambda: not predicate(), seconds, step)
+
+
+def settled(read, timeout=5.0, step=0.1):
+    """``read()`` once two readings ``step`` apart agree (None if they never do within ``timeout``)."""
+    readings = []
+
+    def steady():
+        readings.append(read())
+        return len(readings) > 1 and readings[-1] == readings[-2]
+
+    return readings[-1] if wait_until(steady, timeout, step) else None
 
 
 

@@ -17,10 +17,10 @@ import shutil
 import signal
 import subprocess
 
-import gevent
 import pytest
 from gevent import socket
 
+from tests.conftest import wait_until
 from tests.procs import pick_ports
 
 __all__ = ["Nginx", "nginx_binary", "nginx_fixture"]
@@ -122,16 +122,17 @@ class Nginx:
                 break
         raise RuntimeError("nginx did not start:\n" + self.log())
 
-    def _wait_listening(self, timeout, step=0.02):
-        for _ in range(int(timeout / step) + 1):
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection((LOCALHOST, self.port), timeout=1):
-                    return True
-            except OSError:
-                gevent.sleep(step)
-        return False
+    def _accepts(self):
+        try:
+            with socket.create_connection((LOCALHOST, self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def _wait_listening(self, timeout):
+        """Until nginx accepts connections (True) or exits (False), within ``timeout``."""
+        wait_until(lambda: self.proc.poll() is not None or self._accepts(), timeout)
+        return self.proc.poll() is None and self._accepts()
 
     def log(self, limit=4000):
         """The tail of what nginx wrote to its error log and its output."""
@@ -144,17 +145,13 @@ class Nginx:
                 pass
         return text
 
-    def stop(self, timeout=5.0, step=0.02):
+    def stop(self, timeout=5.0):
         """Fast shutdown (SIGTERM); killed if it is still there after ``timeout``; always reaped."""
         proc, self.proc = self.proc, None
         if proc is not None:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-            for _ in range(int(timeout / step) + 1):
-                if proc.poll() is not None:
-                    break
-                gevent.sleep(step)
-            else:
+            if not wait_until(lambda: proc.poll() is not None, timeout):
                 proc.kill()
             proc.wait(timeout=timeout)
         if self._output is not None:

@@ -16,12 +16,11 @@ import re
 import socket
 import subprocess
 import sys
-import time
 
 from tests import ROOT
 from tests.conftest import wait_until
 
-__all__ = ["PortTaken", "fetch", "eventually", "gostgev_process", "listening", "wait_listening",
+__all__ = ["PortTaken", "fetch", "gostgev_process", "listening", "wait_listening",
            "wait_started", "pick_ports", "retry_on_port_taken"]
 
 #: ``... info listening on 127.0.0.1:8080 service=proxy ...``, ``... info api listening on ...``
@@ -44,16 +43,6 @@ def fetch(port, host="x", timeout=3):
         return data
     except OSError:
         return b""
-
-
-def eventually(predicate, seconds=10, step=0.05):
-    """Poll until ``predicate()`` is true or ``seconds`` pass (bounded in time)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 # -- gostgev processes and the ports they report ----------------------------------------

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from tests.procs import eventually as wait_for
+from tests.conftest import wait_until
 from tests.procs import fetch, gostgev_process, retry_on_port_taken, wait_listening
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,7 +108,7 @@ def test_demo_serves_then_stops_cleanly_on_sigterm(tmp_path, processes):
 
     def eventually(port, host, expected):
         """Retry while the tunnel client connects (bounded)."""
-        wait_for(lambda: expected in get(port, host))
+        wait_until(lambda: expected in get(port, host), 10)
         return get(port, host)
 
     try:

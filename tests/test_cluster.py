@@ -4,6 +4,7 @@ import gevent
 import pytest
 
 from gostgev import cluster
+from tests.conftest import wait_until
 
 KEY = bytes(range(16))
 
@@ -17,13 +18,6 @@ def pair():
         member.close()
 
 
-def wait_for(predicate, seconds=5):
-    with gevent.Timeout(seconds, False):
-        while not predicate():
-            gevent.sleep(0.01)
-    return predicate()
-
-
 def test_announced_tunnels_route_a_handed_off_socket(pair, socket_pair):
     first, second = pair
     got = []
@@ -34,7 +28,7 @@ def test_announced_tunnels_route_a_handed_off_socket(pair, socket_pair):
 
     second.serve("server", receive)
     second.announce("server", [KEY])
-    assert wait_for(lambda: first.owners("server", KEY) == [1])
+    assert wait_until(lambda: first.owners("server", KEY) == [1])
     assert first.owners("server", b"\x00" * 16) == [] and first.owners("other", KEY) == []
     client, accepted = socket_pair()
     with client:
@@ -50,11 +44,11 @@ def test_announced_tunnels_route_a_handed_off_socket(pair, socket_pair):
 def test_withdrawn_tunnels_and_dead_workers_are_forgotten(pair, socket_pair):
     first, second = pair
     second.announce("server", [KEY])
-    assert wait_for(lambda: first.owners("server", KEY) == [1])
+    assert wait_until(lambda: first.owners("server", KEY) == [1])
     second.announce("server", [])
-    assert wait_for(lambda: first.owners("server", KEY) == [])
+    assert wait_until(lambda: first.owners("server", KEY) == [])
     second.announce("server", [KEY])
-    assert wait_for(lambda: first.owners("server", KEY) == [1])
+    assert wait_until(lambda: first.owners("server", KEY) == [1])
     second.close()
     client, accepted = socket_pair()
     with client, accepted:

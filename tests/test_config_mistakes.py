@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from tests.procs import eventually, fetch, gostgev_process, wait_listening
+from tests.conftest import wait_until
+from tests.procs import fetch, gostgev_process, wait_listening
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UUID = "4d21094e-b74c-4916-86c1-d9fa36ea677b"
@@ -219,11 +220,11 @@ def test_periodic_reload_applies_a_changed_file_and_is_quiet_otherwise(tmp_path,
     proc = gostgev_process(["-C", conf, "-R", "100ms", "-D"], log)
     processes.append(proc)
     port = wait_listening(proc, log, ["web"])["web"]     # kept by the reload: the service changes in place
-    assert eventually(lambda: b"site a" in fetch(port), 15)
+    assert wait_until(lambda: b"site a" in fetch(port), 15)
     # Periods with nothing changed are logged at debug level only.
-    assert eventually(lambda: log.read_text().count("debug reloaded: nothing changed") >= 3, 10), log.read_text()
+    assert wait_until(lambda: log.read_text().count("debug reloaded: nothing changed") >= 3, 10), log.read_text()
     write(tmp_path, text % "b")
-    assert eventually(lambda: b"site b" in fetch(port), 10), log.read_text()
+    assert wait_until(lambda: b"site b" in fetch(port), 10), log.read_text()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     reloads = [line for line in log.read_text().splitlines() if " info reloaded" in line]

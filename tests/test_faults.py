@@ -48,7 +48,7 @@ def slow_stream(sock, _address):
         sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
         for _ in range(600):
             sock.sendall(b"x" * 4096)
-            gevent.sleep(0.05)
+            gevent.sleep(0.05)      # the slow stream itself
     except OSError:
         pass   # the tunnel client was killed: the transfer ends here, quietly
 

@@ -28,7 +28,17 @@ from gevent.server import StreamServer
 from gostgev import listener
 from gostgev.codec import mux, relay
 from gostgev.handler import forward
-from tests.conftest import LOCALHOST, connect, http_get, name_responder, read_request_head, recv_all, wait_until
+from tests.conftest import (
+    LOCALHOST,
+    connect,
+    holds_for,
+    http_get,
+    name_responder,
+    read_request_head,
+    recv_all,
+    settled,
+    wait_until,
+)
 from tests.procs import gostgev_process, wait_listening
 from tests.test_faults import FAST_KEEPALIVE, client_process
 from tests.test_gost_wire import (
@@ -52,18 +62,6 @@ def get(port, host, timeout=3):
         return http_get(port, host, timeout=timeout)
     except OSError:
         return None, b""
-
-
-def holds_throughout(predicate, seconds, step=0.1):
-    """True if ``predicate()`` is true at every sample over ``seconds``."""
-    deadline = time.monotonic() + seconds
-    for _ in range(int(seconds / step) + 2):
-        if not predicate():
-            return False
-        if time.monotonic() >= deadline:
-            return True
-        gevent.sleep(step)
-    return True
 
 
 # -- 1. the tunnel server killed, restarted, frozen ----------------------------------
@@ -169,7 +167,7 @@ def test_killed_server_restarts_and_each_client_registers_exactly_once(backend, 
     assert time.monotonic() - up < listener.RECONNECT_MAX + 3
     # No client registers twice, and nothing stale appears later (the server's keepalive
     # would drop a dead registration within about a second).
-    assert holds_throughout(lambda: server.counts() == wanted, 1.5), server.tunnels()
+    assert holds_for(lambda: server.counts() == wanted, 1.5, step=0.1), server.tunnels()
     assert distinct_connections(server.tunnels())
     assert server.registrations_logged() == 3
     assert serves_all(server.entrypoint)
@@ -199,7 +197,7 @@ def test_frozen_server_keeps_no_stale_registration_when_clients_redial(backend, 
         return len(ids) == 2 and not ids & before
 
     assert wait_until(replaced, listener.RECONNECT_MAX + 5), server.tunnels()
-    assert holds_throughout(lambda: server.counts() == {TUNNEL_A: 2}, 1.5), server.tunnels()
+    assert holds_for(lambda: server.counts() == {TUNNEL_A: 2}, 1.5, step=0.1), server.tunnels()
     assert distinct_connections(server.tunnels())
     assert {http_get(server.entrypoint, "a.local", timeout=5) for _ in range(4)} == {(200, b"a1"), (200, b"a2")}
 
@@ -277,7 +275,7 @@ def test_failed_node_is_skipped_until_fail_timeout_then_tried_again(start_servic
             answer = http_get(dep.entrypoint, "ha.local")
             if time.monotonic() - marked < fail_timeout:    # else a slow request may rightly reach it
                 assert answer == (200, b"fallback") and dialed == []
-            gevent.sleep(0.05)
+            gevent.sleep(0.05)      # paces the samples over the window; nothing to wait for
         assert wait_until(lambda: http_get(dep.entrypoint, "ha.local") == (200, b"primary"), fail_timeout + 5)
         assert time.monotonic() - marked >= fail_timeout
         assert http_get(dep.entrypoint, "ha.local") == (200, b"primary")   # fifo: back in first place
@@ -297,14 +295,9 @@ def open_fds(pid):
 
 def settled_fds(pid):
     """The process's descriptor count once two readings in a row agree."""
-    last = open_fds(pid)
-    for _ in range(50):
-        gevent.sleep(0.1)
-        now = open_fds(pid)
-        if now == last:
-            return now
-        last = now
-    raise AssertionError("descriptor count of %d never settled" % pid)
+    count = settled(lambda: open_fds(pid))
+    assert count is not None, "descriptor count of %d never settled" % pid
+    return count
 
 
 def cpu_seconds(pid):
@@ -388,7 +381,7 @@ def pattern_stream(sock, _address):
         sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
         for start in range(0, len(PATTERN), PATTERN_CHUNK):
             sock.sendall(PATTERN[start:start + PATTERN_CHUNK])
-            gevent.sleep(0.02)
+            gevent.sleep(0.02)      # the slow stream itself
     except OSError:
         pass   # the reader went away
 

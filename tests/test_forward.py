@@ -142,7 +142,7 @@ def test_trickling_client_is_cut_by_the_same_deadline(run_services, http_sites):
         sock.sendall(b"GET / HTTP/1.1\r\n")
         closed = False
         for _ in range(40):
-            gevent.sleep(0.1)
+            gevent.sleep(0.1)       # the client's pace: a trickle, not a wait
             try:
                 sock.sendall(b"X-Slow: 1\r\n")
             except OSError:
@@ -211,7 +211,7 @@ def test_round_robin_between_nodes_of_one_host(run_services, http_sites):
 def _sends_then_resets(sock, _address):
     sock.recv(4096)
     sock.sendall(b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 1000)
-    gevent.sleep(0.2)
+    gevent.sleep(0.2)   # a backend that fails some time into its answer, not at once
     sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()   # RST: the download is cut short
 

@@ -369,7 +369,7 @@ def test_bind_arriving_one_byte_at_a_time(gostgev_server):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for byte in C1:
             sock.sendall(bytes([byte]))
-            gevent.sleep(0.002)
+            gevent.sleep(0.002)     # paces the bytes, so each arrives on its own
         assert_c2_shaped(read_relay_message(sock))
 
 

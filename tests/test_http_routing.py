@@ -328,7 +328,7 @@ class Site:
         if trailers:
             lines.append(b"X-Trailers: " + ", ".join("%s=%s" % t for t in trailers).encode())
         if target == "/slow":
-            gevent.sleep(0.3)
+            gevent.sleep(0.3)       # the slow backend itself
         bye = closes(fields) or target == "/bye" or self.after != "keep-alive"
         if bye and self.after != "close":
             lines.append(b"Connection: close")

@@ -18,11 +18,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
+from tests.conftest import wait_until
 from tests.procs import listening
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,18 +30,6 @@ INIT_SCRIPT = os.path.join(ROOT, "scripts", "gostgev.init")
 LOGROTATE = os.path.join(ROOT, "etc", "gostgev.logrotate")
 LOCALHOST = "127.0.0.1"
 HAVE_PROC = os.path.isdir("/proc/self")
-
-
-def wait_for(predicate, timeout=10.0, step=0.05):
-    """Poll ``predicate`` until true; bounded in time and in count."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / step) + 1):
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(step)
-    return predicate()
 
 
 def alive(pid):
@@ -208,7 +196,7 @@ class InitScript:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        wait_for(lambda: not any(alive(pid) for pid in pids), 5)
+        wait_until(lambda: not any(alive(pid) for pid in pids), 5)
 
 
 def explain(result):
@@ -232,7 +220,7 @@ def test_start_status_reload_restart_stop(init):
     result = init.run("start")
     assert result.returncode == 0, explain(result)
     assert result.stdout.startswith("Starting gostgev: ok")
-    assert wait_for(lambda: init.get() == (200, b"A\n"))
+    assert wait_until(lambda: init.get() == (200, b"A\n"), 10)
     pid = init.pid()
     assert pid and alive(pid)
     result = init.run("status")
@@ -248,7 +236,7 @@ def test_start_status_reload_restart_stop(init):
     init.write_config("b")
     result = init.run("reload")
     assert result.returncode == 0, explain(result)
-    assert wait_for(lambda: init.get() == (200, b"B\n"))
+    assert wait_until(lambda: init.get() == (200, b"B\n"), 10)
     assert init.pid() == pid and alive(pid)
 
     # a broken config is refused, and the running one keeps serving
@@ -268,7 +256,7 @@ def test_start_status_reload_restart_stop(init):
     assert result.returncode == 0, explain(result)
     new_pid = init.pid()
     assert new_pid and new_pid != pid and alive(new_pid) and not alive(pid)
-    assert wait_for(lambda: init.get() == (200, b"A\n"))
+    assert wait_until(lambda: init.get() == (200, b"A\n"), 10)
 
     result = init.run("stop")
     assert result.returncode == 0, explain(result)
@@ -326,7 +314,7 @@ def test_stale_pid_files(init):
         assert result.returncode == 0, explain(result)
         pid = init.pid()
         assert pid != other.pid and alive(pid)
-        assert wait_for(lambda: init.get() == (200, b"A\n"))
+        assert wait_until(lambda: init.get() == (200, b"A\n"), 10)
         assert init.run("stop").returncode == 0
         assert other.poll() is None
     finally:
@@ -337,7 +325,7 @@ def test_stale_pid_files(init):
 def test_sigusr1_reopens_the_log_file(init):
     result = init.run("start")
     assert result.returncode == 0, explain(result)
-    assert wait_for(lambda: init.get() == (200, b"A\n"))
+    assert wait_until(lambda: init.get() == (200, b"A\n"), 10)
     pid = init.pid()
     log = init.logfile
     assert "started" in log.read_text()
@@ -345,9 +333,9 @@ def test_sigusr1_reopens_the_log_file(init):
     rotated = log.with_name("gostgev.log.1")
     os.rename(log, rotated)
     os.kill(pid, signal.SIGUSR1)
-    assert wait_for(log.exists)
+    assert wait_until(log.exists, 10)
     assert init.run("reload").returncode == 0
-    assert wait_for(lambda: "reloaded" in log.read_text())
+    assert wait_until(lambda: "reloaded" in log.read_text(), 10)
     assert "reloaded" not in rotated.read_text()
 
     # logrotate's postrotate does the same through the pid file
@@ -355,7 +343,7 @@ def test_sigusr1_reopens_the_log_file(init):
     script = postrotate_script().replace("/run/gostgev.pid", str(init.pidfile))
     assert str(init.pidfile) in script
     assert subprocess.run(["sh", "-c", script], env=init.env, timeout=10).returncode == 0
-    assert wait_for(lambda: log.exists() and "log files reopened" in log.read_text())
+    assert wait_until(lambda: log.exists() and "log files reopened" in log.read_text(), 10)
     assert init.pid() == pid and alive(pid)
     assert init.run("stop").returncode == 0
 
@@ -377,7 +365,7 @@ def start_reload_stop(init, env=None):
     for action in ("start", "reload", "restart"):
         result = init.run(action, env=env)
         assert result.returncode == 0, explain(result)
-        assert wait_for(lambda: init.get() == (200, b"A\n"))
+        assert wait_until(lambda: init.get() == (200, b"A\n"), 10)
     result = init.run("stop", env=env)
     assert result.returncode == 0, explain(result)
     assert init.our_processes() == [] and not init.pidfile.exists()

@@ -31,7 +31,7 @@ from gevent import socket
 
 from gostgev.codec import relay
 from gostgev.netio.mux import stream as mux_stream
-from tests.conftest import LOCALHOST, wait_until
+from tests.conftest import LOCALHOST, holds_for, wait_until
 from tests.test_forward import proxy_config
 from tests.test_tunnel import TUNNEL_A, client_config, server_config
 
@@ -442,7 +442,7 @@ def test_half_closed_client_that_pauses_reading_gets_the_whole_download(
     route.ledger.script = duplex_script(route.ledger, {1: p}, piece=65536 + 7)
     with gevent.Timeout(20), route.connect(1, rcvbuf=16384) as sock:
         sent = send_stream(sock, p.up_seed, p.up)
-        gevent.sleep(PAUSE)
+        gevent.sleep(PAUSE)     # the pause in reading is the test
         received = outcome(drain, sock, p.down)
     route.ledger.wait([1])
     assert route.ledger.received[1] == sent
@@ -462,7 +462,7 @@ def test_half_closed_backend_that_pauses_reading_gets_the_whole_upload(
 
     def script(sock, conn_id):
         ledger.sent[conn_id] = send_stream(sock, p.down_seed, p.down)
-        gevent.sleep(PAUSE)
+        gevent.sleep(PAUSE)     # the pause in reading is the test
         ledger.received[conn_id] = drain(sock, p.up)
 
     ledger.script = script
@@ -516,7 +516,8 @@ def test_stalled_streams_do_not_hold_up_the_others(route):
             for cid, p in slow_down.items()}
     slow.update({cid: gevent.spawn(client_duplex, route, cid, p, piece=65536 + 7) for cid, p in slow_up.items()})
     try:
-        gevent.sleep(0.5)    # the stalled connections are open and their buffers full
+        # The stalled connections are through to the backend, their transfers under way.
+        assert wait_until(lambda: route.ledger.server.connections >= len(slow), 10)
         started = time.monotonic()
         fast_results = run_parallel(route, fast, timeout=20, piece=65536 + 7)
         fast_time = time.monotonic() - started
@@ -612,8 +613,7 @@ def test_zero_byte_transfers(route):
         connections = ledger.server.connections
         socket.create_connection((LOCALHOST, route.port), timeout=OP_TIMEOUT).close()
         if route.head:
-            gevent.sleep(0.3)
-            assert ledger.server.connections == connections and ledger.empty == 0
+            assert holds_for(lambda: ledger.server.connections == connections and ledger.empty == 0, 0.3)
         else:
             assert wait_until(lambda: ledger.empty == 1, 5)
     assert not ledger.errors

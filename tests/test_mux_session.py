@@ -7,7 +7,6 @@ import time
 
 import gevent
 import pytest
-from gevent import socket
 
 from gostgev.codec.mux import (
     CMD_FIN,
@@ -23,6 +22,7 @@ from gostgev.codec.mux import (
 )
 from gostgev.netio.mux import MuxConfig, MuxSession, SessionClosed, StreamLimitError
 from gostgev.netio.pipe import pipe
+from tests.conftest import holds_for, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,14 +31,18 @@ V1 = MuxConfig(version=1, keepalive_disabled=True)
 
 
 @pytest.fixture
-def make():
+def make(socket_pair):
     """Build sessions and raw peers on socket pairs; everything is closed afterwards."""
     made = []
 
     class Maker:
         @staticmethod
+        def socketpair():
+            return socket_pair(tcp=False)
+
+        @staticmethod
         def pair(config=FAST, server_config=None):
-            a, b = socket.socketpair()
+            a, b = socket_pair(tcp=False)
             client = MuxSession(a, config, client=True, name="test client")
             server = MuxSession(b, server_config or config, client=False, name="test server")
             made.extend([client, server])
@@ -47,7 +51,7 @@ def make():
         @staticmethod
         def raw(config=FAST, client=False, version=None):
             """A session facing a RawPeer that speaks frames by hand."""
-            a, b = socket.socketpair()
+            a, b = socket_pair(tcp=False)
             session = MuxSession(a, config, client=client, name="test session")
             peer = RawPeer(b, version or config.version)
             made.extend([session, peer])
@@ -109,15 +113,6 @@ def frame_of(hexed):
     return next(buf)
 
 
-def wait_for(predicate, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        gevent.sleep(0.01)
-    return predicate()
-
-
 # -- ids and basic traffic --------------------------------------------------------------
 
 def test_stream_ids_like_smux(make):
@@ -142,7 +137,7 @@ def test_round_trip_both_ways(make):
         peer.sendall(memoryview(b"!!").cast("B"))
     assert recv_all(stream) == b"pong!!"       # the peer's close is an EOF here
     stream.close()
-    assert wait_for(lambda: client.num_streams == 0 and server.num_streams == 0)
+    assert wait_until(lambda: client.num_streams == 0 and server.num_streams == 0, 3)
 
 
 def test_exchange_matches_captured_bytes(make):
@@ -172,15 +167,10 @@ def test_client_side_captured_bytes(make):
     assert peer.read() == frame_of("02 00 0000 05000000")
 
 
-def test_tcp_loopback_and_peer_address(make):
+def test_tcp_loopback_and_peer_address(make, socket_pair):
     """Over TCP the peer address is known, and a socket timeout set by the dialer is cleared."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    a = socket.create_connection(listener.getsockname(), timeout=0.05)   # the session clears it
-    b, _ = listener.accept()
-    address = listener.getsockname()
-    listener.close()
+    a, b = socket_pair(timeout=0.05)      # the dialer's timeout: the session clears it
+    address = b.getsockname()
     client = MuxSession(a, FAST, client=True)
     server = MuxSession(b, FAST, client=False)
     make.track(client, server)
@@ -196,7 +186,7 @@ def test_tcp_loopback_and_peer_address(make):
 def test_pipe_over_a_stream(make):
     """gostgev.netio.pipe drives a stream like a socket, half-close included."""
     client, server = make.pair()
-    backend, backend_peer = socket.socketpair()
+    backend, backend_peer = make.socketpair()
 
     def echo_then_bye():
         while data := backend_peer.recv(65536):
@@ -265,7 +255,7 @@ def test_200_concurrent_streams(make):
         gevent.joinall(runs, raise_error=True)
         served = accepting.get()
     assert all(g.value for g in runs) and all(g.value for g in served)
-    assert wait_for(lambda: client.num_streams == 0 and server.num_streams == 0)
+    assert wait_until(lambda: client.num_streams == 0 and server.num_streams == 0, 3)
 
 
 class Tap:
@@ -286,7 +276,7 @@ class Tap:
 
 
 def tapped_pair(make, config):
-    a, b = socket.socketpair()
+    a, b = make.socketpair()
     tap_a, tap_b = Tap(a, config.version), Tap(b, config.version)
     client = MuxSession(tap_a, config, client=True)
     server = MuxSession(tap_b, config, client=False)
@@ -385,7 +375,7 @@ def test_shutdown_rdwr_wakes_reader(make):
     client, server = make.pair()
     stream = client.open_stream()
     reader = gevent.spawn(stream.recv, 10)
-    gevent.sleep(0.05)
+    gevent.idle()                              # every greenlet that can run has: the reader waits in recv
     stream.shutdown(_stdsocket.SHUT_RDWR)
     assert reader.get(timeout=1) == b""
     peer = server.accept_stream(timeout=2)
@@ -425,14 +415,13 @@ def test_keepalive_timeout_closes_silent_peer(make):
         pass
     assert [f.cmd for f in peer.frames].count(CMD_NOP) >= 2
     assert all(f.sid == 0 and f.payload == b"" for f in peer.frames)
-    assert wait_for(lambda: closed == [session])
+    assert wait_until(lambda: closed == [session], 3)
 
 
 def test_keepalive_keeps_idle_pair_open(make):
     """Two idle sessions keep each other alive with NOPs."""
     client, server = make.pair(MuxConfig(keepalive_interval=0.1, keepalive_timeout=0.3))
-    gevent.sleep(1.0)
-    assert not client.closed and not server.closed
+    assert holds_for(lambda: not client.closed and not server.closed, 1.0)
 
 
 def test_dead_socket_fails_everything(make):
@@ -446,7 +435,7 @@ def test_dead_socket_fails_everything(make):
     blocked_writer = gevent.spawn(streams[0].sendall, b"x" * (1 << 20))
     calls = []
     client.link_closed(calls.append)
-    gevent.sleep(0.05)
+    gevent.idle()                             # all of them are waiting now
     server.sock.close()                       # the other end vanishes, unannounced
     assert client.wait_closed(timeout=2)
     assert client.close_reason == "connection closed by peer"
@@ -464,10 +453,10 @@ def test_dead_socket_fails_everything(make):
     with pytest.raises(SessionClosed):
         client.open_stream()
     assert all(s.closed for s in streams + accepted)
-    assert wait_for(lambda: calls == [client])
+    assert wait_until(lambda: calls == [client], 3)
     client.close()
     client.link_closed(calls.append)          # after the fact: still called, once
-    assert wait_for(lambda: calls == [client, client])
+    assert wait_until(lambda: calls == [client, client], 3)
 
 
 @pytest.mark.parametrize("frame, reason", [
@@ -511,8 +500,9 @@ def test_version_1_pauses_reading_at_receive_buffer(make):
     stream = client.open_stream()
     writer = gevent.spawn(stream.sendall, b"v" * (4 << 20))
     peer = server.accept_stream(timeout=2)
-    assert wait_for(lambda: server.paused)
-    gevent.sleep(0.1)
+    assert wait_until(lambda: server.paused, 3)
+    # Paused, it stays paused: nothing more is read, and the writer stays blocked.
+    assert holds_for(lambda: server.paused and server.buffered <= 256 * 1024 + 512 * 1024 and not writer.ready(), 0.1)
     assert 256 * 1024 < server.buffered <= 256 * 1024 + 512 * 1024 and not writer.ready()
     with gevent.Timeout(10):
         assert len(recv_all(peer, limit=4 << 20)) == 4 << 20
@@ -540,8 +530,8 @@ def test_full_accept_backlog_pauses_reading_and_repeated_syn_is_ignored(make):
     session, peer = make.raw(MuxConfig(keepalive_interval=0.1, keepalive_timeout=0.2, accept_backlog=2))
     for sid in (3, 3, 5, 7, 9):
         peer.send(CMD_SYN, sid)
-    gevent.sleep(0.5)                                   # paused longer than the keepalive timeout
-    assert not session.closed and session.num_streams == 2
+    assert holds_for(lambda: not session.closed, 0.5)   # paused longer than the keepalive timeout
+    assert session.num_streams == 2
     assert [session.accept_stream(timeout=1).id for _ in range(4)] == [3, 5, 7, 9]
     assert session.accept_stream(timeout=0.05) is None
     assert peer.read(timeout=0.3) is None               # nothing but keepalives: no FIN, no refusal
@@ -574,8 +564,8 @@ def test_bogus_update_resets_stream(make):
     stream = session.open_stream()
     stream.sendall(b"abc")
     peer.send(CMD_UPD, 3, encode_upd(2, 3, 4, 1048576)[8:])   # consumed 4 of 3 bytes written
+    assert wait_until(lambda: stream.closed, 3)          # the reset arrived
     with pytest.raises(BrokenPipeError):
-        gevent.sleep(0.05)
         stream.sendall(b"x")
     assert not session.closed
 
@@ -609,9 +599,9 @@ def test_session_close_is_idempotent(make):
 
 
 @pytest.mark.slow
-def test_throughput_one_stream():
+def test_throughput_one_stream(socket_pair):
     """64 MiB through one v2 stream over a socket pair; prints MB/s."""
-    a, b = socket.socketpair()
+    a, b = socket_pair(tcp=False)
     client, server = MuxSession(a, FAST, client=True), MuxSession(b, FAST, client=False)
     data = b"t" * (1 << 20)
     stream = client.open_stream()

@@ -183,7 +183,7 @@ def test_a_stale_visitor_does_not_remove_the_tunnel_a_reconnected_client_registe
     registry = registry_with(dying)
     tunnel_id = TunnelID.parse(A)
     visitor = gevent.spawn(registry.open_stream, tunnel_id)
-    gevent.sleep(0)
+    gevent.sleep(0)                      # a yield: the visitor is now blocked inside open_stream
     registry.remove(tunnel_id, dying)
     fresh = FakeConnector("fresh")
     registry.add(tunnel_id, fresh)       # the client reconnected while the visitor was blocked

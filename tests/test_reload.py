@@ -4,7 +4,6 @@ import copy
 import hashlib
 import os
 import signal
-import time
 
 import gevent
 import pytest
@@ -26,7 +25,7 @@ def streaming_backend(sock, _address):
     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(PAYLOAD))
     for start in range(0, len(PAYLOAD), 1 << 20):
         sock.sendall(PAYLOAD[start:start + (1 << 20)])
-        gevent.sleep(0.05)
+        gevent.sleep(0.05)      # the slow backend itself
 
 
 class Reloadable:
@@ -178,7 +177,7 @@ def test_sighup_reloads_the_file(tmp_path, processes):
         assert wait_until(lambda: get() == b"B\n", 10)
         conf.write_text("services: [\n")
         proc.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+        assert wait_until(lambda: "reload refused" in log.read_text(), 10), log.read_text()
         assert get() == b"B\n" and proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -7,7 +7,7 @@ import gevent
 import pytest
 
 from gostgev.codec import relay
-from tests.conftest import connect, echo_then_bye, http_get, name_responder, recv_all, wait_until
+from tests.conftest import connect, echo_then_bye, http_get, name_responder, recv_all, settled, wait_until
 from tests.test_tunnel import TUNNEL_A, TUNNEL_B, client_config, server_config
 
 BOB_TUNNEL = "22f43305-5c5d-4a5b-9d1a-3a4d5e6f7a8b"
@@ -153,8 +153,8 @@ def test_garbage_on_every_port_is_survived_without_fd_leaks(start_services, back
     start_services(dep_client)
     entrypoint = ports[-1]
     assert wait_until(lambda: http_get(entrypoint, "a.local") == (200, b"site"), 10)
-    gevent.sleep(0.2)
-    before = open_fds()
+    before = settled(open_fds)      # once the probes' connections are closed on every side
+    assert before is not None
     rng = random.Random(7)
     prefixes = [b"", b"\x01", b"\x01\x02\x00\x20", b"\x16\x03\x01\x00\x10", b"GET / HTTP/1.1\r\nHost:", b"\x02\x00",
                 b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -15,7 +15,8 @@ import sys
 import pytest
 import yaml
 
-from tests.procs import PortTaken, eventually, fetch, gostgev_process, port_taken, retry_on_port_taken, wait_started
+from tests.conftest import wait_until
+from tests.procs import PortTaken, fetch, gostgev_process, port_taken, retry_on_port_taken, wait_started
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = os.path.join(ROOT, "etc", "seed")
@@ -132,7 +133,7 @@ class Setup:
             raise
 
     def _wait_bound(self, log, marker):
-        assert eventually(lambda: marker in log.read_text() or port_taken(log.read_text()), 15), self.describe()
+        assert wait_until(lambda: marker in log.read_text() or port_taken(log.read_text()), 15), self.describe()
         if port_taken(log.read_text()):
             raise PortTaken(log.read_text())
 
@@ -147,7 +148,7 @@ class Setup:
         return int(status), body
 
     def wait_for(self, shipped_port, name, body):
-        ok = eventually(lambda: self.curl(shipped_port, name) == (200, body), seconds=15)
+        ok = wait_until(lambda: self.curl(shipped_port, name) == (200, body), 15)
         assert ok, "%s: no %r\n%s" % (name, body, self.describe())
 
 

@@ -21,7 +21,7 @@ from gostgev.handler.http1 import Route, serve_http
 from gostgev.logsetup import get_logger
 from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.tunnel import TunnelRegistry
-from tests.conftest import connect, read_request_head, recv_all, wait_until
+from tests.conftest import connect, holds_for, read_request_head, recv_all, wait_until
 from tests.test_faults import client_process as faults_client
 from tests.test_tunnel import TUNNEL_A, Deployment
 
@@ -67,7 +67,7 @@ class Site:
                     body += sock.recv(65536)
         self.seen.append((method.decode(), path.decode(), body))
         if path == b"/late":
-            gevent.sleep(LATE)
+            gevent.sleep(LATE)      # the slow service itself
         if path == b"/slow":
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello")
             self.release.wait(30)
@@ -134,12 +134,7 @@ def stalled_since(connector, limit=10.0):
     """A greenlet whose value is when ``connector`` was first seen stalled (None if not within ``limit``)."""
 
     def watch():
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if getattr(connector, "stalled", False):
-                return time.monotonic()
-            gevent.sleep(0.01)
-        return None
+        return time.monotonic() if wait_until(lambda: getattr(connector, "stalled", False), limit, 0.01) else None
 
     return gevent.spawn(watch)
 
@@ -263,7 +258,7 @@ def raw_session(socket_pair):
 def test_keepalive_timeout_counts_from_the_last_frame_received(raw_session):
     """A silent peer is dropped keepaliveTimeout after its last frame, not up to twice that."""
     session, peer = raw_session(MuxConfig(keepalive_interval=0.5, keepalive_timeout=1.0))
-    gevent.sleep(0.2)
+    gevent.sleep(0.2)       # not a wait for anything: the last frame comes apart from the session's start
     peer.send(CMD_NOP, 0)                           # just after the session began: then silence
     last_frame = time.monotonic()
     assert session.wait_closed(timeout=3)
@@ -291,16 +286,15 @@ def test_a_stream_unanswered_for_the_stall_timeout_stalls_the_session_until_anyt
     answered = session.open_stream()
     peer.send(CMD_PSH if version == 1 else CMD_UPD, answered.id,
               b"hi" if version == 1 else encode_upd(2, answered.id, 5, 1048576)[8:])
-    gevent.sleep(0.5)
-    assert not session.stalled and calls == ([stream.id] if version == 2 else [])
+    assert holds_for(lambda: not session.stalled, 0.5)     # past the stall timeout
+    assert calls == ([stream.id] if version == 2 else [])
 
 
 def test_a_stream_opened_by_the_peer_or_no_stream_at_all_never_stalls(raw_session):
     session, peer = raw_session(MuxConfig(keepalive_disabled=True, stall_timeout=0.2))
     peer.send(CMD_SYN, 2)
     assert session.accept_stream(timeout=2) is not None
-    gevent.sleep(0.5)                               # silence, but nobody waits for an answer
-    assert not session.stalled
+    assert holds_for(lambda: not session.stalled, 0.5)     # silence, but nobody waits for an answer
 
 
 def test_stall_timeout_is_a_mux_option_and_zero_turns_it_off(raw_session):
@@ -311,8 +305,7 @@ def test_stall_timeout_is_a_mux_option_and_zero_turns_it_off(raw_session):
     assert MuxConfig.from_metadata(Metadata({"mux.stallTimeout": 0})).stall_timeout == 0
     session, _ = raw_session(MuxConfig(keepalive_disabled=True, stall_timeout=0))
     session.open_stream()
-    gevent.sleep(0.3)
-    assert not session.stalled
+    assert holds_for(lambda: not session.stalled, 0.3)
 
 
 # -- the HTTP engines, with mux sessions on socket pairs ------------------------------------------------

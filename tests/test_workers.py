@@ -2,11 +2,11 @@
 
 import os
 import signal
-import time
 
 import yaml
 
-from tests.procs import eventually, fetch, gostgev_process, retry_on_port_taken, wait_started
+from tests.conftest import wait_until
+from tests.procs import fetch, gostgev_process, retry_on_port_taken, wait_started
 from tests.test_faults import client_process
 from tests.test_tunnel import TUNNEL_A
 
@@ -48,7 +48,7 @@ def test_workers_share_ports_and_run_every_service_but_relay(tmp_path, processes
 
     proc, ports = retry_on_port_taken(start, 4)
     try:
-        assert eventually(lambda: fetch(ports["entrypoint"], "a.local").endswith(b"site\n"))
+        assert wait_until(lambda: fetch(ports["entrypoint"], "a.local").endswith(b"site\n"), 10)
         workers = children_of(proc.pid)
         assert len(workers) == 1
         # Both processes serve the shared ports; every request succeeds.
@@ -58,7 +58,8 @@ def test_workers_share_ports_and_run_every_service_but_relay(tmp_path, processes
         # connections, each registered in whichever worker accepted it.
         assert all(fetch(ports["entrypoint"], "a.local").endswith(b"site\n") for _ in range(40))
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1)
+        # The master passes the signal on: each process reloads on its own.
+        assert wait_until(lambda: log.read_text().count("reloaded: nothing changed") == 2, 10), log.read_text()
         assert fetch(ports["files"]).endswith(b"site\n")
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -97,7 +98,7 @@ def test_a_tunnel_held_by_one_worker_is_reachable_from_every_worker(tmp_path, pr
     client = client_process(tmp_path, "client", ports["server"], "127.0.0.1:%d" % ports["files"])
     processes.append(client)
     try:
-        assert eventually(lambda: fetch(ports["entrypoint"], "a.local").endswith(b"site\n"))
+        assert wait_until(lambda: fetch(ports["entrypoint"], "a.local").endswith(b"site\n"), 10)
         # The kernel spreads these over both workers by their source ports:
         # without hand-overs about half would get 503.
         answers = [fetch(ports["entrypoint"], "a.local") for _ in range(40)]

@@ -273,7 +273,7 @@ def test_pongs_never_land_inside_a_concurrent_bulk_sendall(socket_pair):
     def flood():
         for i in range(200):
             raw.send(OP_PING, b"%d" % i)
-            gevent.sleep(0)
+            gevent.sleep(0)     # a yield: the pings arrive among the writer's frames, not all before them
         raw.send(OP_PING, b"last")
 
     pinger = gevent.spawn(flood)
