@@ -6,6 +6,7 @@ except the CLI tests, which start ``python -m gostgev`` as a subprocess.
 
 import signal
 import ssl as _stdssl
+import time
 
 import gevent
 import pytest
@@ -206,13 +207,17 @@ def client_tls_context(cert_files):
 # gevent, so servers in this process keep running meanwhile.
 
 def wait_until(predicate, timeout=5.0, step=0.02):
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last value."""
-    hub = gevent.get_hub()
-    deadline = hub.loop.now() + timeout
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last value.
+
+    The clock is time.monotonic(): the hub's loop time is only brought up to
+    date when the hub runs, and after a stretch of blocking calls it is
+    stale enough to end a wait before it began.
+    """
+    deadline = time.monotonic() + timeout
     for _ in range(int(timeout / step) + 1):
         if predicate():
             return True
-        if hub.loop.now() >= deadline:
+        if time.monotonic() >= deadline:
             break
         gevent.sleep(step)
     return predicate()
