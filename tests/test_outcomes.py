@@ -6,7 +6,7 @@ from gostgev import metrics
 from gostgev.codec import relay
 from gostgev.service import ServiceContext
 from tests.conftest import connect, http_get, name_responder, recv_all, wait_until
-from tests.test_tunnel import TUNNEL_A, Deployment
+from tests.handler.test_tunnel import TUNNEL_A, Deployment
 
 
 @pytest.fixture

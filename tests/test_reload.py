@@ -13,8 +13,8 @@ from gostgev.components import build_config
 from gostgev.errors import ConfigError
 from gostgev.runtime import Runtime
 from tests.conftest import connect, http_get, name_responder, wait_until
+from tests.handler.test_tunnel import TUNNEL_A, client_config
 from tests.procs import gostgev_process, wait_listening
-from tests.test_tunnel import TUNNEL_A, client_config
 
 PAYLOAD = os.urandom(8 << 20)
 

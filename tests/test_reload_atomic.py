@@ -20,8 +20,8 @@ from gostgev.codec import relay
 from gostgev.components import load_file
 from gostgev.runtime import ApiView, Runtime
 from tests.conftest import http_get, name_responder, wait_until
+from tests.handler.test_tunnel import TUNNEL_A, client_config
 from tests.test_api import request
-from tests.test_tunnel import TUNNEL_A, client_config
 
 TUNNEL = relay.TunnelID.parse(TUNNEL_A)
 

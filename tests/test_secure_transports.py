@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from tests.conftest import http_get, name_responder, wait_until
-from tests.test_tunnel import TUNNEL_A, server_config
+from tests.handler.test_tunnel import TUNNEL_A, server_config
 
 HANDSHAKE_FAILED = "handshake with 127.0.0.1 failed"
 

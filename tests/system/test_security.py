@@ -8,7 +8,7 @@ import pytest
 
 from gostgev.codec import relay
 from tests.conftest import connect, echo_then_bye, http_get, name_responder, recv_all, settled, wait_until
-from tests.test_tunnel import TUNNEL_A, TUNNEL_B, client_config, server_config
+from tests.handler.test_tunnel import TUNNEL_A, TUNNEL_B, client_config, server_config
 
 BOB_TUNNEL = "22f43305-5c5d-4a5b-9d1a-3a4d5e6f7a8b"
 

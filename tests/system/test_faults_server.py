@@ -39,9 +39,10 @@ from tests.conftest import (
     settled,
     wait_until,
 )
+from tests.handler.test_tunnel import TUNNEL_A, TUNNEL_B, UNNAMED, Deployment, client_config
 from tests.procs import gostgev_process, wait_listening
-from tests.test_faults import FAST_KEEPALIVE, client_process
-from tests.test_gost_wire import (
+from tests.system.test_faults import FAST_KEEPALIVE, client_process
+from tests.system.test_gost_wire import (
     C2,
     MAX_READS,
     WINDOW,
@@ -53,7 +54,6 @@ from tests.test_gost_wire import (
     read_until_eof,
     tunnel_client_config,
 )
-from tests.test_tunnel import TUNNEL_A, TUNNEL_B, UNNAMED, Deployment, client_config
 
 
 def get(port, host, timeout=3):

@@ -15,10 +15,10 @@ import sys
 import pytest
 import yaml
 
+from tests import ROOT
 from tests.conftest import wait_until
 from tests.procs import PortTaken, fetch, gostgev_process, port_taken, retry_on_port_taken, wait_started
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = os.path.join(ROOT, "etc", "seed")
 SEED_FILES = ["1-reverse-proxy.yaml", "2-remote-forward-client.yaml", "2-remote-forward-server.yaml",
               "2-backends.yaml", "3-tunnel-server.yaml", "3-tunnel-client.yaml"]

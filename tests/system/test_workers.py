@@ -6,9 +6,9 @@ import signal
 import yaml
 
 from tests.conftest import wait_until
+from tests.handler.test_tunnel import TUNNEL_A
 from tests.procs import fetch, gostgev_process, retry_on_port_taken, wait_started
-from tests.test_faults import client_process
-from tests.test_tunnel import TUNNEL_A
+from tests.system.test_faults import client_process
 
 
 def children_of(pid):

@@ -4,7 +4,6 @@ Each test runs the ``gostgev`` command in a subprocess, as a user does, and
 reads what it prints.
 """
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,10 +11,10 @@ import sys
 
 import pytest
 
+from tests import ROOT
 from tests.conftest import wait_until
 from tests.procs import fetch, gostgev_process, wait_listening
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UUID = "4d21094e-b74c-4916-86c1-d9fa36ea677b"
 
 

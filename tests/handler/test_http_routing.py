@@ -21,8 +21,8 @@ import gevent
 import pytest
 
 from tests.conftest import connect, wait_until
+from tests.handler.test_tunnel import TUNNEL_A, TUNNEL_B, Deployment
 from tests.nginx import nginx_fixture  # noqa: F401  (the nginx fixture)
-from tests.test_tunnel import TUNNEL_A, TUNNEL_B, Deployment
 
 TUNNEL_C = "5b0d6d1e-9c1f-4e3a-8f6b-2a7c3e9d1f40"   # named by a rule, no client: 503
 TIMEOUT = 5              # seconds any single socket operation of a test may wait

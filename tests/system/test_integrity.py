@@ -32,8 +32,8 @@ from gevent import socket
 from gostgev.codec import relay
 from gostgev.netio.mux import stream as mux_stream
 from tests.conftest import LOCALHOST, holds_for, wait_until
-from tests.test_forward import proxy_config
-from tests.test_tunnel import TUNNEL_A, client_config, server_config
+from tests.handler.test_forward import proxy_config
+from tests.handler.test_tunnel import TUNNEL_A, client_config, server_config
 
 MiB = 1 << 20
 HEAD = (b"GET /integrity HTTP/1.1\r\nHost: data.local\r\nConnection: Upgrade\r\n"

@@ -9,10 +9,9 @@ import sys
 import pytest
 import yaml
 
+from tests import ROOT
 from tests.conftest import wait_until
 from tests.procs import fetch, gostgev_process, retry_on_port_taken, wait_listening
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def gostgev(*args, env=None, timeout=20):

@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
+
 UNIT = os.path.join(ROOT, "etc", "gostgev.service")
 README = os.path.join(ROOT, "README.md")
 INIT_SCRIPT = os.path.join(ROOT, "scripts", "gostgev.init")

@@ -5,8 +5,8 @@ Off by default, requests reach the origin exactly as the client sent them.
 
 import pytest
 
-from tests.test_http_routing import Client, Site, forwarder_config
-from tests.test_tunnel import TUNNEL_A, Deployment
+from tests.handler.test_http_routing import Client, Site, forwarder_config
+from tests.handler.test_tunnel import TUNNEL_A, Deployment
 
 
 def forwarder(start_services, site, **metadata):

@@ -4,7 +4,6 @@ The tunnel server runs in this process (to look at its registry); each tunnel
 client is a separate ``gostgev`` process, so it can be SIGKILLed or SIGSTOPped.
 """
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,10 +14,10 @@ import pytest
 import yaml
 
 from gostgev.codec import relay
+from tests import ROOT
 from tests.conftest import connect, http_get, name_responder, wait_until
-from tests.test_tunnel import TUNNEL_A, Deployment
+from tests.handler.test_tunnel import TUNNEL_A, Deployment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST_KEEPALIVE = {"mux.keepaliveInterval": "0.3s", "mux.keepaliveTimeout": "1s"}
 
 

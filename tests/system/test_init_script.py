@@ -22,10 +22,10 @@ import sys
 import pytest
 import yaml
 
+from tests import ROOT
 from tests.conftest import wait_until
 from tests.procs import listening
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INIT_SCRIPT = os.path.join(ROOT, "scripts", "gostgev.init")
 LOGROTATE = os.path.join(ROOT, "etc", "gostgev.logrotate")
 LOCALHOST = "127.0.0.1"
@@ -84,7 +84,7 @@ def write_wrapper(path):
     """An executable ``path`` that runs gostgev from this checkout."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text('#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$PYTHONPATH}\nexport PYTHONPATH\n'
-                    'exec %s -m gostgev "$@"\n' % (shlex.quote(ROOT), shlex.quote(sys.executable)))
+                    'exec %s -m gostgev "$@"\n' % (shlex.quote(str(ROOT)), shlex.quote(sys.executable)))
     path.chmod(0o755)
 
 

@@ -13,7 +13,7 @@ from gostgev.components import build_config
 from gostgev.runtime import Runtime
 from gostgev.service import ServiceContext
 from tests.conftest import connect, http_get, name_responder, recv_all, wait_until
-from tests.test_tunnel import TUNNEL_A, client_config
+from tests.handler.test_tunnel import TUNNEL_A, client_config
 
 AUTH = "Basic " + base64.b64encode(b"admin:secret").decode()
 

@@ -5,8 +5,7 @@ import re
 
 from gostgev.cli import build_parser
 from gostgev.codec.mux import MuxConfig
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
 
 
 def readme():

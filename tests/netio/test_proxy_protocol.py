@@ -4,7 +4,7 @@ import gevent.queue
 
 from gostgev.codec import relay
 from tests.conftest import connect, recv_all
-from tests.test_tunnel import TUNNEL_A, Deployment
+from tests.handler.test_tunnel import TUNNEL_A, Deployment
 
 SIGNATURE = bytes.fromhex("0d0a0d0a000d0a515549540a")
 

@@ -22,8 +22,8 @@ from gostgev.logsetup import get_logger
 from gostgev.netio.mux import MuxConfig, MuxSession
 from gostgev.tunnel import TunnelRegistry
 from tests.conftest import connect, holds_for, read_request_head, recv_all, wait_until
-from tests.test_faults import client_process as faults_client
-from tests.test_tunnel import TUNNEL_A, Deployment
+from tests.handler.test_tunnel import TUNNEL_A, Deployment
+from tests.system.test_faults import client_process as faults_client
 
 pytestmark = pytest.mark.timeout(90)
 
