@@ -13,16 +13,16 @@ import time
 
 import gevent
 
-from gostgev import metrics
+from gostgev.metrics import OFF
 
 
-def request_reporter(log, service):
+def request_reporter(log, service, metrics=OFF):
     """The ``on_request`` of a session: one log line and one count per request.
 
     None when neither the log (below info) nor the metrics would take them,
     so that the session does not build the fields at all.
     """
-    if not log.isEnabledFor(logging.INFO) and metrics.current is None:
+    if not log.isEnabledFor(logging.INFO) and metrics is OFF:
         return None
 
     def on_request(fields):
