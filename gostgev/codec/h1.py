@@ -161,9 +161,13 @@ class RequestTracker:
             # parsed again on every byte (six at most), never taken as partial.
             if not buffered.startswith(b"PRI ") and \
                     _still_partial(offset, buffered, MAX_REQUEST_HEAD_BYTES, "request"):
-                if not self._line_checked and buffered.find(b"\n", offset) >= 0:
+                # A bad request line is refused once it is complete; blank lines
+                # before it (RFC 9112 2.2), which a first feed of a lone CR left
+                # here, are no request line.
+                if not self._line_checked and buffered.find(b"\n", offset) >= 0 \
+                        and b"\n" in buffered.lstrip(b"\r\n"):
                     self._line_checked = True
-                    parse_request_head(buffered)   # a bad request line is refused once it is complete
+                    parse_request_head(buffered)
                 self._head = buffered
                 return -1
         else:

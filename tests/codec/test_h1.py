@@ -728,6 +728,7 @@ def test_any_server_bytes_split_anyhow_give_the_same_answer(data, wire, eof, exp
 @settings(max_examples=60, deadline=None)
 @given(wire=soup(REQUEST_LINES, REQUEST_HEADERS), eof=st.booleans())
 @example(wire=b"PRI * HTTP/2.0\r\n\r\n\r", eof=False)   # a preface whose tail goes wrong
+@example(wire=b"\r\nContent-Length: 3\r\nabc", eof=False)   # a blank line, then a bad request line
 def test_any_client_bytes_byte_by_byte(wire, eof):
     assert request_outcome(bytewise(wire), eof, False) == request_outcome([wire], eof, False)
 
