@@ -208,3 +208,16 @@ def test_oversized_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="larger than"):
         read_text(str(big), limit=199)
     assert read_text(str(big), limit=200) == "x" * 200
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ({"entrypoint.proxyProtocol": -1}, "entrypoint.proxyProtocol: must be at least 0, got -1"),
+    ({"entrypoint.proxyProtocol": 3}, "entrypoint.proxyProtocol: must be at most 2, got 3"),
+    ({"entrypoint.id": "nope"}, "entrypoint.id: invalid tunnel ID 'nope'"),
+])
+def test_tunnel_entrypoint_values_are_checked_and_named(metadata, message):
+    from tests.handler.test_tunnel import TUNNEL_A, server_config
+
+    with pytest.raises(ConfigError) as caught:
+        build_config(server_config([("a.local", TUNNEL_A)], **metadata), [])
+    assert str(caught.value).endswith(message), str(caught.value)

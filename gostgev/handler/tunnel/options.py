@@ -58,7 +58,10 @@ def _entrypoints(md, spec, context, got):
 
 def _entrypoint_id(md, spec, context, got):
     text = md.str(*spec.keys)
-    return relay.TunnelID.parse(text) if text else None
+    try:
+        return relay.TunnelID.parse(text) if text else None
+    except ValueError as exc:
+        raise ValueError("%s: %s" % (spec.key, exc)) from None
 
 
 def _entrypoint_forwarding(md, spec, context, got):
@@ -101,8 +104,8 @@ class TunnelOptions:
     auther: object = computed(service_auther)     #: gostgev.auth.Auther | None
     strict: bool = setting("tunnel.strict", BOOL, True, "refuse BINDs for tunnels that no ingress rule names")
     entrypoint_proxy: bool = setting("entrypoint.proxyProtocol", INT, 0,
-                                     "entrypoints accept PROXY protocol headers (v1 and v2) when above 0",
-                                     parse=lambda md, spec, context, got: spec.value(md) > 0)
+                                     "entrypoints accept PROXY protocol headers (v1 and v2) when 1 or 2",
+                                     minimum=0, maximum=2, parse=lambda md, spec, context, got: spec.value(md) > 0)
     forwarding: Forwarding | None = setting(
         "entrypoint.forwarded", CHOICE, None,
         "add X-Forwarded-* (x-forwarded) or Forwarded (forwarded) headers to entrypoint requests; off: none",
