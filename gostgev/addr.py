@@ -85,6 +85,12 @@ def host_without_port(text):
     return host
 
 
+def address_tuple(text):
+    """``host:port`` as a relay header writes it -> ``(host, port)``; a port that is no number is 0."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port) if port.isdigit() else 0
+
+
 def format_address(address):
     """``(host, port, ...)`` -> ``host:port``, with brackets around an IPv6 host."""
     host, port = address[:2]

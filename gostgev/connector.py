@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import gevent
 
-from gostgev.addr import format_address
+from gostgev.addr import address_tuple, format_address
 from gostgev.codec import relay
 from gostgev.errors import ProtocolError
 from gostgev.netio.mux import MuxConfig, MuxSession
@@ -94,12 +94,7 @@ class Bound:
         if header.status != relay.OK or not header.addrs:
             raise ProtocolError("stream header without OK status and source address")
         target = header.addrs[1] if self.header_has_target and len(header.addrs) > 1 else None
-        return with_prefix(stream, data[used:]), _split(header.addrs[0]), target
-
-
-def _split(text):
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port) if port.isdigit() else 0
+        return with_prefix(stream, data[used:]), address_tuple(header.addrs[0]), target
 
 
 def _peer(conn):

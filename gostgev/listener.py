@@ -147,15 +147,20 @@ def _server_tls(config, log):
                                           ca_file=tls.ca_file if tls else None), log)
 
 
-@LISTENERS.register("tls")
-class TlsListener(_Upgrading):
-    kind = "TLS"
+class _ServerTls:
+    """For listeners whose connections start with TLS: the context is built when
+    the socket is bound, not in __init__, so a bad certificate is a start-up
+    error of the service (and a reload that brings one is refused)."""
 
     def bind(self, inherit=None):
-        # Built here, not in __init__: a bad certificate is a start-up error of this service.
         if self._sock is None:
             self.tls = _server_tls(self.service_config, self.log)
         super().bind(inherit)
+
+
+@LISTENERS.register("tls")
+class TlsListener(_ServerTls, _Upgrading):
+    kind = "TLS"
 
     def handshake(self, sock):
         from gostgev.netio.tls import accept_tls
@@ -184,14 +189,8 @@ class WsListener(_Upgrading):
 
 
 @LISTENERS.register("wss")
-class WssListener(WsListener):
+class WssListener(_ServerTls, WsListener):
     kind = "WebSocket over TLS"
-
-    def bind(self, inherit=None):
-        # Built here, not in __init__: a bad certificate is a start-up error of this service.
-        if self._sock is None:
-            self.tls = _server_tls(self.service_config, self.log)
-        super().bind(inherit)
 
     def handshake(self, sock):
         from gostgev.netio.tls import accept_tls

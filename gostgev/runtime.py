@@ -49,7 +49,6 @@ class Runtime:
         self.services = {}
         #: what every service of this process shares (ingresses, the worker cluster)
         self.context = context if context is not None else ServiceContext()
-        self.ingress_store = self.context.ingresses
         self._lock = Semaphore()    # one reload at a time (SIGHUP and the API may race)
         self._warnings = []         # of the last reload: a quiet one repeats only new ones
 
@@ -122,10 +121,11 @@ class Runtime:
             offered.update(service.listening())
 
         def inherit(addr):
-            sock = offered.pop(listen_key(addr), None) if listen_key(addr) else None
+            sock = offered.pop(listen_key(addr), None)   # port 0 (key None): never offered
             return dup_socket(sock) if sock is not None else None
 
-        self.ingress_store.stage()
+        ingresses = self.context.ingresses
+        ingresses.stage()
         changes_ready, services_ready = [], []
         try:
             for service, svc_config in prepared:
@@ -138,13 +138,13 @@ class Runtime:
             for _, change in changes_ready:
                 change.abort()
             for _, replacement in services_ready:
-                replacement.unbind()
-            self.ingress_store.abort()
+                replacement.close()
+            ingresses.abort()
             if isinstance(exc, ServiceError):
                 raise ReloadRefused(str(exc)) from None
             raise
         # Nothing below depends on the configuration being good.
-        self.ingress_store.commit(new.ingresses)
+        ingresses.commit(new.ingresses)
         current = dict(kept)
         for service in removed:
             self._retire(service)
@@ -194,7 +194,7 @@ class Runtime:
 
     def ingresses(self):
         """Live Ingress objects by name: the API changes them in place."""
-        found = dict(self.ingress_store.items())
+        found = dict(self.context.ingresses.items())
         for _, handler in self._tunnel_handlers():   # and inline rules, each a handler's own
             for ingress in handler.ingresses:
                 found.setdefault(ingress.name, ingress)

@@ -54,8 +54,6 @@ class Service:
     def __init__(self, config, context=None):
         self.config = config
         self.context = context if context is not None else ServiceContext()
-        #: the live ingresses, shared with the other services of the process
-        self.ingresses = self.context.ingresses
         self.log = get_logger("gostgev.service", service=config.name,
                               handler=config.handler.type, listener=config.listener.type)
         context = self.context
@@ -79,15 +77,8 @@ class Service:
             self.handler.bind(self, inherit)
             self.listener.bind(inherit)
         except (OSError, ValueError) as exc:
-            self.unbind()
-            raise ServiceError("service %s: cannot listen on %s: %s"
-                               % (self.config.name, getattr(exc, "where", self.config.addr),
-                                  getattr(exc, "strerror", None) or exc)) from None
-
-    def unbind(self):
-        """Give up what :meth:`bind` took, for a service that will never serve."""
-        self.listener.close()
-        self.handler.close()
+            self.close()
+            raise _cannot_listen(self.config, exc) from None
 
     def serve(self):
         self.handler.start(self)
@@ -131,9 +122,7 @@ class Service:
         try:
             change = self.handler.prepare(config, inherit)
         except (OSError, ValueError) as exc:
-            raise ServiceError("service %s: cannot listen on %s: %s"
-                               % (config.name, getattr(exc, "where", config.addr),
-                                  getattr(exc, "strerror", None) or exc)) from None
+            raise _cannot_listen(config, exc) from None
 
         def commit():
             self.config = config
@@ -147,7 +136,7 @@ class Service:
         self.prepare(config).commit()
 
     def close(self):
-        """Stop accepting; live connections go on."""
+        """Stop accepting (or give up what :meth:`bind` took); live connections go on."""
         self.listener.close()
         self.handler.close()
 
@@ -157,3 +146,9 @@ class Service:
         self.handler.stop(timeout)
         self.listener.stop(timeout)
         self.log.debug("stopped")
+
+
+def _cannot_listen(config, exc):
+    """The ServiceError for a socket (or certificate) ``config`` could not have."""
+    return ServiceError("service %s: cannot listen on %s: %s" % (
+        config.name, getattr(exc, "where", config.addr), getattr(exc, "strerror", None) or exc))

@@ -10,7 +10,7 @@ side pipes the other.
 
 from gevent import socket
 
-from gostgev.addr import host_without_port
+from gostgev.addr import address_tuple, host_without_port
 from gostgev.codec import relay
 from gostgev.codec.sniff import HTTP
 from gostgev.connection import Connection
@@ -50,9 +50,8 @@ def hand_off(router, conn, tunnel_id, kind, src, dst, data, log):
 def handed_over(router, sock, header, data):
     """Serve a connection another worker passed here, as that worker would have."""
     kind, src, dst = header["kind"], header["src"], header["dst"]
-    host, _, port = src.rpartition(":")
-    conn = Connection(sock, (host.strip("[]"), int(port) if port.isdigit() else 0),
-                      router.log.bind(worker=header.get("from")), router.name, metrics=router.metrics)
+    conn = Connection(sock, address_tuple(src), router.log.bind(worker=header.get("from")), router.name,
+                      metrics=router.metrics)
     if kind == HTTP:
         # Routed request by request here as well (through the handler's ingress).
         return router.serve_http(conn, data, router.ingress)

@@ -75,7 +75,7 @@ class TunnelHandler(Handler):
     def bind(self, service, inherit=None):
         self.service = service
         opts = self.options
-        resolve = self._resolver(service.ingresses)
+        resolve = self._resolver(service.context.ingresses)
         self.entrypoints = [self._entrypoint(addr, resolve(cfg)) for addr, cfg in opts.entrypoints]
         self._set_ingresses(resolve(opts.ingress))
         for entrypoint in self.entrypoints:
@@ -109,7 +109,7 @@ class TunnelHandler(Handler):
     def prepare(self, service_config, inherit=None):
         """Bind the entrypoints ``service_config`` adds; commit swaps them in, abort closes them."""
         opts = service_config.handler.options
-        resolve = self._resolver(self.service.ingresses)
+        resolve = self._resolver(self.service.context.ingresses)
         running = {str(ep.addr): ep for ep in self.entrypoints}
         planned, added = [], []
         try:
