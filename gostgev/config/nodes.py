@@ -144,24 +144,13 @@ def parse_chain_node(sec, index, env):
         parse_addr(addr)
     except ValueError as exc:
         raise ConfigError(sec.key_path("addr"), str(exc)) from None
-    conn = sec.section("connector")
-    conn_type = (conn.str("type") if conn else None) or "http"
-    if conn_type not in connectors:
-        raise ConfigError((conn or sec).key_path("type" if conn else "connector"),
-                          unknown_type("connector", conn_type, connectors))
-    conn_md = conn.metadata() if conn else Metadata({}, sec.key_path("connector") + ".metadata")
-    connector = ConnectorConfig(type=conn_type, metadata=conn_md,
-                                options=parse_options(connectors.get(conn_type), conn_md),
+    conn, conn_type, conn_md, conn_options = _component(sec, "connector", "http", connectors)
+    connector = ConnectorConfig(type=conn_type, metadata=conn_md, options=conn_options,
                                 auth=parse_auth(conn.section("auth")) if conn else None)
     if conn is not None:
         conn.finish()
-    dial = sec.section("dialer")
-    dial_type = (dial.str("type") if dial else None) or "tcp"
-    if dial_type not in dialers:
-        raise ConfigError((dial or sec).key_path("type" if dial else "dialer"),
-                          unknown_type("dialer", dial_type, dialers))
-    dial_md = dial.metadata() if dial else Metadata({}, sec.key_path("dialer") + ".metadata")
-    dialer = DialerConfig(type=dial_type, metadata=dial_md, options=parse_options(dialers.get(dial_type), dial_md),
+    dial, dial_type, dial_md, dial_options = _component(sec, "dialer", "tcp", dialers)
+    dialer = DialerConfig(type=dial_type, metadata=dial_md, options=dial_options,
                           tls=parse_tls(dial.section("tls"), env) if dial else None)
     if dial is not None:
         dial.unsupported("auth")
@@ -172,6 +161,16 @@ def parse_chain_node(sec, index, env):
     sec.finish()
     return ChainNodeConfig(name=name, addr=addr, connector=connector, dialer=dialer, metadata=metadata,
                            max_fails=options.max_fails, fail_timeout=options.fail_timeout)
+
+
+def _component(sec, key, default, registry):
+    """A node's ``connector`` or ``dialer`` block: ``(section or None, type, metadata, options)``."""
+    part = sec.section(key)
+    kind = (part.str("type") if part else None) or default
+    if kind not in registry:
+        raise ConfigError((part or sec).key_path("type" if part else key), unknown_type(key, kind, registry))
+    md = part.metadata() if part else Metadata({}, sec.key_path(key) + ".metadata")
+    return part, kind, md, parse_options(registry.get(kind), md)
 
 
 def unknown_type(kind, value, registry):
