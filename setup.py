@@ -23,6 +23,7 @@ setup(
         "pyopenssl>=23.2",
         "configargparse>=1.7",
         "pyyaml>=6.0",
+        "redis>=5.0",
         "prometheus-client>=0.17",
     ],
     extras_require={

@@ -52,6 +52,16 @@ def run_services(start_services):
     return start
 
 
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server of this test's own (tests/redisserver.py), empty; killed at the end."""
+    from tests.redisserver import start_redis
+
+    server = start_redis(tmp_path)
+    yield server
+    server.stop()
+
+
 # -- backends -----------------------------------------------------------------
 
 class Backend:

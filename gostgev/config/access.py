@@ -5,9 +5,10 @@ model holds, or raises :class:`ConfigError` naming the key.
 
 import os
 
+from gostgev.addr import parse_addr
 from gostgev.auth import Auther, User, load_users_file
 from gostgev.codec.relay import TunnelID
-from gostgev.config.model import AuthConfig, IngressConfig, TLSConfig
+from gostgev.config.model import AuthConfig, IngressConfig, RedisConfig, TLSConfig
 from gostgev.errors import ConfigError
 from gostgev.ingress import Rule, parse_endpoint, parse_rule_host
 from gostgev.limits import Admission, ConnLimiter, parse_network
@@ -140,5 +141,33 @@ def parse_tls(sec, env):
     config = TLSConfig(cert_file=files["certFile"], key_file=files["keyFile"], ca_file=files["caFile"],
                        server_name=sec.str("serverName"), secure=sec.bool("secure", False))
     sec.unsupported("options", "validity", "commonName", "organization")
+    sec.finish()
+    return config
+
+
+def parse_redis(sec, env, default_key, types=("set", "hash")):
+    """A ``redis`` block (``addr``, ``db``, ``username``, ``password``, ``key``, ``type``, ``tls``)."""
+    if sec is None:
+        return None
+    addr = sec.str("addr")
+    if not addr:
+        raise sec.missing("addr", "the Redis address is required (host:port)")
+    try:
+        parse_addr(addr, default_port=6379)
+    except ValueError as exc:
+        raise ConfigError(sec.key_path("addr"), str(exc)) from None
+    kind = sec.str("type") or types[0]
+    if kind not in types:
+        raise ConfigError(sec.key_path("type"), "want one of %s, got %r" % (", ".join(types), kind))
+    tls = sec.raw("tls")
+    if tls is True:
+        tls_config = TLSConfig()
+    elif tls in (None, False):
+        tls_config = None
+    else:
+        tls_config = parse_tls(sec.section("tls"), env)
+    config = RedisConfig(addr=addr, db=sec.int("db", 0, minimum=0), username=sec.str("username") or "",
+                         password=sec.str("password") or "", key=sec.str("key") or default_key,
+                         type=kind, tls=tls_config)
     sec.finish()
     return config

@@ -13,7 +13,7 @@ __all__ = [
     "LogConfig", "SelectorConfig", "NodeConfig", "ForwarderConfig", "HandlerConfig",
     "ListenerConfig", "ServiceConfig", "Config", "STRATEGIES", "AuthConfig",
     "ConnectorConfig", "DialerConfig", "ChainNodeConfig", "HopConfig", "ChainConfig", "IngressConfig",
-    "LoadContext", "TLSConfig", "AdminConfig",
+    "LoadContext", "TLSConfig", "AdminConfig", "RedisConfig",
 ]
 
 #: selector strategies and their GOST aliases
@@ -81,6 +81,19 @@ class TLSConfig:
     ca_file: str | None = None      #: listener: require client certs from this CA; dialer: verify against it
     server_name: str | None = None  #: dialer: SNI and the name to verify (default: the node's host)
     secure: bool = False            #: dialer: verify the chain and the host name
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """A ``redis`` block: where a live source or the service discovery keeps its data."""
+
+    addr: str                       #: host:port (port 6379 when omitted)
+    db: int = 0
+    username: str = ""
+    password: str = ""
+    key: str = ""                   #: the key (or key prefix) the data lives under
+    type: str = "set"               #: ingress and auther sources: "set" or "hash"
+    tls: TLSConfig | None = None    #: talk TLS to Redis
 
 
 @dataclass(frozen=True, slots=True)
