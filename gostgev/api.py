@@ -4,6 +4,8 @@ Routes, under an optional ``pathPrefix``::
 
     GET    /services                       {"services": [{name, addr, handler, listener}]}
     GET    /tunnels                        {"tunnels": [{service, tunnel, connections: [...]}]}
+    GET    /cluster                        {"cluster": [{service, node, address, nodes: {node: count},
+                                                         tunnels: {tunnel: [{id, name, node, network, address}]}}]}
     GET    /ingresses                      {"ingresses": [{name, rules: [{hostname, endpoint}]}]}
     GET    /ingresses/<name>               {name, rules}
     GET    /ingresses/<name>/rules         {"rules": [...]}
@@ -48,6 +50,7 @@ _NAME = "(?P<name>[^/]+)"
 ROUTES = [(re.compile(pattern + r"\Z"), methods) for pattern, methods in [
     (r"/services", {"GET": "get_services"}),
     (r"/tunnels", {"GET": "get_tunnels"}),
+    (r"/cluster", {"GET": "get_cluster"}),
     (r"/ingresses", {"GET": "get_ingresses"}),
     (r"/ingresses/" + _NAME, {"GET": "get_ingress"}),
     (r"/ingresses/" + _NAME + "/rules", {"GET": "get_rules", "POST": "add_rule"}),
@@ -175,6 +178,10 @@ class ApiServer(AdminServer):
 
     def get_tunnels(self, environ):
         return 200, {"tunnels": list(self.runtime.tunnels())}
+
+    def get_cluster(self, environ):
+        """Every tunnel connection of the cluster, by node, as each tunnel service's discovery sees it."""
+        return 200, {"cluster": list(self.runtime.cluster())}
 
     def get_ingresses(self, environ):
         ingresses = self.runtime.ingresses()

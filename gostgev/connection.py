@@ -66,7 +66,7 @@ def relay_refused(sock, status):
 
 class Connection:
     __slots__ = ("sock", "address", "peer", "target", "log", "service", "metrics", "started", "sniffed", "sent",
-                 "received")
+                 "received", "forwarded_by")
 
     def __init__(self, sock, address, log, service, target=None, metrics=OFF):
         self.sock = sock          #: the client's socket (or TLS/WebSocket/mux stream)
@@ -79,6 +79,7 @@ class Connection:
         self.started = time.monotonic()
         self.sniffed = None       #: what sniff() read, once it has
         self.sent = self.received = 0   #: client bytes sent upstream, and answered, by relay_to
+        self.forwarded_by = None  #: the cluster node that forwarded this connection here, if one did
 
     def sniff(self, timeout):
         """The client's first head (:class:`gostgev.netio.peek.Sniffed`), or None after one log line."""

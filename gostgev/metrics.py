@@ -84,6 +84,9 @@ class NoMetrics:
     def tunnel_reconnect(self, service):
         pass
 
+    def cluster_forward(self, service, node):
+        pass
+
 
 #: the metrics of a process that collects none
 OFF = NoMetrics()
@@ -130,6 +133,9 @@ class Metrics(NoMetrics):
                                           "Total reconnections of a tunnel client", ["host", "service"], registry=reg)
         # gost_service_requests_total counts connections, as GOST does; this counts
         # the HTTP requests routed one by one on them.
+        self._cluster_forwards = Counter("gostgev_cluster_forwards_total",
+                                         "Total visitors and HTTP requests sent to another node of the cluster",
+                                         ["host", "service", "node"], registry=reg)
         self._http_requests = Counter("gostgev_http_requests_total", "Total HTTP requests routed, by status class",
                                       ["host", "service", "code"], registry=reg)
         self._services.labels(host).set(0)
@@ -174,6 +180,9 @@ class Metrics(NoMetrics):
 
     def tunnel_reconnect(self, service):
         self._tunnel_reconnects.labels(self.host, service).inc()
+
+    def cluster_forward(self, service, node):
+        self._cluster_forwards.labels(self.host, service, node).inc()
 
 
 # -- HTTP servers ---------------------------------------------------------------

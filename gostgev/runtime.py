@@ -192,6 +192,11 @@ class Runtime:
                  "connections": [c.describe() for c in tunnel.connectors if not c.closed]}
                 for name, handler in self._tunnel_handlers() for tunnel in handler.registry.tunnels()]
 
+    def cluster(self):
+        """What each tunnel service sharing its tunnels (``sd``) knows of its cluster."""
+        return [{"service": name, **handler.router.discovery.cluster()}
+                for name, handler in self._tunnel_handlers() if handler.router.discovery is not None]
+
     def ingresses(self):
         """Live Ingress objects by name: the API changes them in place."""
         found = dict(self.context.ingresses.items())
@@ -212,6 +217,9 @@ class ApiView:
 
     def tunnels(self):
         return self.runtime.tunnels()
+
+    def cluster(self):
+        return self.runtime.cluster()
 
     def ingresses(self):
         return self.runtime.ingresses()

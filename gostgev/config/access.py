@@ -8,7 +8,7 @@ import os
 from gostgev.addr import parse_addr
 from gostgev.auth import Auther, User, load_users_file
 from gostgev.codec.relay import TunnelID
-from gostgev.config.model import AuthConfig, IngressConfig, RedisConfig, TLSConfig
+from gostgev.config.model import AuthConfig, IngressConfig, RedisConfig, SDConfig, TLSConfig
 from gostgev.errors import ConfigError
 from gostgev.ingress import Rule, parse_endpoint, parse_rule_host
 from gostgev.limits import Admission, ConnLimiter, parse_network
@@ -169,5 +169,29 @@ def parse_redis(sec, env, default_key, types=("set", "hash")):
     config = RedisConfig(addr=addr, db=sec.int("db", 0, minimum=0), username=sec.str("username") or "",
                          password=sec.str("password") or "", key=sec.str("key") or default_key,
                          type=kind, tls=tls_config)
+    sec.finish()
+    return config
+
+
+def parse_sd(sec, name, env):
+    """An ``sds`` entry: ``redis`` (built in) or GOST's ``plugin: {type: http, addr, timeout}``."""
+    redis_sec, plugin = sec.section("redis"), sec.section("plugin")
+    if (redis_sec is None) == (plugin is None):
+        raise ConfigError(sec.path, "give either redis or plugin (type http)")
+    if redis_sec is not None:
+        config = SDConfig(name=name, redis=parse_redis(redis_sec, env, "gostgev:sd", types=("set",)))
+    else:
+        kind = (plugin.str("type") or "grpc").lower()
+        if kind != "http":
+            raise ConfigError(plugin.key_path("type"), "only the http plugin is supported, got %r" % kind)
+        addr = plugin.str("addr") or ""
+        if not addr.startswith(("http://", "https://")):
+            raise ConfigError(plugin.key_path("addr"), "want an http:// or https:// URL, got %r" % addr)
+        timeout = plugin.duration("timeout", 5.0)
+        if timeout <= 0:
+            raise ConfigError(plugin.key_path("timeout"), "must be positive")
+        plugin.unsupported("token", "tls")
+        plugin.finish()
+        config = SDConfig(name=name, plugin_addr=addr, plugin_timeout=timeout)
     sec.finish()
     return config

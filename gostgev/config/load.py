@@ -15,6 +15,7 @@ from gostgev.config.access import (
     parse_auther,
     parse_climiter,
     parse_ingress,
+    parse_sd,
     parse_tls,
     section_refs,
 )
@@ -39,7 +40,7 @@ __all__ = ["load_file", "read_file", "build_config", "Components"]
 # Top-level sections of GOST v3 that gostgev does not implement (yet); they are
 # accepted so a GOST file loads unchanged, with one warning each.
 _UNSUPPORTED_TOP = (
-    "bypasses", "resolvers", "hosts", "sds",
+    "bypasses", "resolvers", "hosts",
     "limiters", "rlimiters", "quotas", "observers", "recorders", "routers",
     "rewriters", "caches", "loggers", "profiling", "plugins",
 )
@@ -99,7 +100,9 @@ def build_config(raw, warnings, components, base_dir="."):
     admissions = _named(root, "admissions", parse_admission)
     climiters = _named(root, "climiters", parse_climiter)
     default_tls = parse_tls(root.section("tls"), env)
-    named = {"authers": authers, "admissions": admissions, "climiters": climiters, "tls": default_tls}
+    sds = _named(root, "sds", lambda sec, name: parse_sd(sec, name, env))
+    named = {"authers": authers, "admissions": admissions, "climiters": climiters, "tls": default_tls,
+             "sds": sds}
     services, names = [], set()
     for index, svc in enumerate(root.sections("services")):
         service = _service(svc, index, hops, chains, ingresses, named, env)
@@ -193,7 +196,8 @@ def _service(svc, index, hops, chains, ingresses, components, env):
         forwarder = parse_forwarder(fwd_sec, hops, env)
     handler_md = handler_sec.metadata()
     auther = handler_auther(handler_sec, components["authers"])
-    context = LoadContext(base_dir=env.base_dir, ingresses=ingresses, auther=auther, warn=svc.warn)
+    context = LoadContext(base_dir=env.base_dir, ingresses=ingresses, auther=auther, warn=svc.warn,
+                          sds=components["sds"])
     try:
         options = handler_cls.parse_options(handler_md, context)
     except ValueError as exc:

@@ -13,7 +13,7 @@ __all__ = [
     "LogConfig", "SelectorConfig", "NodeConfig", "ForwarderConfig", "HandlerConfig",
     "ListenerConfig", "ServiceConfig", "Config", "STRATEGIES", "AuthConfig",
     "ConnectorConfig", "DialerConfig", "ChainNodeConfig", "HopConfig", "ChainConfig", "IngressConfig",
-    "LoadContext", "TLSConfig", "AdminConfig", "RedisConfig",
+    "LoadContext", "TLSConfig", "AdminConfig", "RedisConfig", "SDConfig",
 ]
 
 #: selector strategies and their GOST aliases
@@ -97,6 +97,16 @@ class RedisConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SDConfig:
+    """An ``sds`` entry: where the nodes of a tunnel-server cluster register their tunnels."""
+
+    name: str
+    redis: RedisConfig | None = None    #: built in: records in Redis
+    plugin_addr: str = ""               #: GOST's HTTP plugin: its URL
+    plugin_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class DialerConfig:
     type: str                 #: tcp | tls | ws | wss
     metadata: Metadata
@@ -163,6 +173,7 @@ class LoadContext:
     ingresses: dict           #: name -> IngressConfig
     auther: object = None     #: gostgev.auth.Auther or None
     warn: object = None       #: callable(message) that records a load warning
+    sds: dict = field(default_factory=dict)   #: name -> SDConfig
 
     def unknown(self, path, key, known):
         """Warn about a key that nothing reads in a nested map, with the closest ``known`` key."""

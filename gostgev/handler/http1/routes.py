@@ -98,6 +98,10 @@ class UpstreamPool:
         self._count = 0
         self._sweeper = None
 
+    def __len__(self):
+        """Idle connections held."""
+        return self._count
+
     def take(self, key):
         """A healthy idle connection to ``key``, or None."""
         stack = self._idle.get(key)

@@ -15,9 +15,12 @@ visitor checks and the handler's auth.
 
 from gostgev.addr import format_address
 from gostgev.codec import relay
-from gostgev.codec.sniff import HTTP, RELAY, TLS
+from gostgev.codec.proxyproto import looks_like_proxy
+from gostgev.codec.sniff import HTTP, RAW, RELAY, TLS
 from gostgev.connection import DONE, Connection, failed, relay_refused
+from gostgev.errors import ProtocolError
 from gostgev.handler.http1 import Refused
+from gostgev.handler.tunnel.remote import read_node_header
 from gostgev.handler.tunnel.router import lookup
 from gostgev.listener import TcpListener
 from gostgev.netio.relayio import read_request
@@ -64,6 +67,8 @@ class Entrypoint:
         """Serve one :class:`~gostgev.connection.Connection`; the outcome."""
         timeout = self.router.options.header_timeout
         sniffed = conn.sniff(timeout)
+        if sniffed is not None and sniffed.protocol == RAW and self.router.discovery is not None:
+            sniffed = self._from_node(conn, sniffed, timeout)
         if sniffed is None:
             return failed("no request head")
         if sniffed.protocol == RELAY:
@@ -72,6 +77,22 @@ class Entrypoint:
             conn.log.warning("neither HTTP, TLS nor relay, closing")
             return failed("not HTTP, TLS or relay")
         return self._route(conn, sniffed)
+
+    def _from_node(self, conn, sniffed, timeout):
+        """A connection another node of the cluster forwarded: its marker read, then sniffed anew."""
+        if looks_like_proxy(sniffed.data) is False:
+            return sniffed
+        try:
+            node, conn.sock = read_node_header(conn.sock, sniffed.data)
+        except (OSError, ProtocolError) as exc:
+            conn.log.warning("bad PROXY header from a node: %s", exc)
+            return None
+        if node is None:
+            conn.log.warning("PROXY header without a node; entrypoint.proxyProtocol is off, closing")
+            return None
+        conn.forwarded_by = node
+        conn.log = conn.log.bind(node=node)
+        return conn.sniff(timeout)
 
     def _visitor(self, conn, data, timeout):
         request, leftover = read_request(conn.sock, timeout, conn.log, data)

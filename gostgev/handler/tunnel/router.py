@@ -13,6 +13,9 @@ tunnel service.  Whoever has a client for a tunnel asks it to:
 * ``visit(...)``: check a relay visitor's CONNECT against the ingress, then
   relay it;
 * ``authorize(request)`` a relay request against the handler's auth.
+
+With a service discovery (``sd``), a tunnel held by another node of the
+cluster is reached through that node (:mod:`.remote`).
 """
 
 import time
@@ -22,8 +25,11 @@ from gostgev.auth import authorized
 from gostgev.codec import relay
 from gostgev.codec.sniff import RELAY
 from gostgev.connection import DONE, relay_refused
+from gostgev.discovery import DiscoveryUnavailable
 from gostgev.handler.http1 import Refused, Route, request_reporter, serve_http
+from gostgev.handler.http1.routes import UpstreamPool
 from gostgev.handler.tunnel.handoff import hand_off, handed_over
+from gostgev.handler.tunnel.remote import relay_remote, remote_http_route
 from gostgev.metrics import OFF
 from gostgev.netio.relayio import reply
 from gostgev.tunnel import NoConnector, TunnelRegistry
@@ -42,6 +48,20 @@ class Router:
         self.options = None            #: the handler's TunnelOptions, replaced on reload
         self.ingress = None            #: the handler's own ingress (tunnel-port visitors, hand-offs)
         self.cluster = None            #: the --workers cluster member while serving, or None
+        self.discovery = None          #: gostgev.discovery.Discovery of a cluster node (sd), or None
+        self.remote_turn = 0           #: rotates the nodes tried first for a remote tunnel
+        self._node_pool = None
+
+    def node_pool(self):
+        """Idle keep-alive connections to the other nodes' entrypoints."""
+        if self._node_pool is None:
+            self._node_pool = UpstreamPool()
+        return self._node_pool
+
+    def close_node_pool(self):
+        if self._node_pool is not None:
+            self._node_pool.close()
+            self._node_pool = None
 
     def open(self, tunnel_id, network="tcp"):
         """``(stream, connector)`` on a live connection of the tunnel; NoConnector if none."""
@@ -98,17 +118,20 @@ class Router:
                 log.warning("visitor's tunnel ID does not own the host", fields={"tunnel": request.tunnel_id.text})
                 return relay_refused(conn.sock, relay.HOST_UNREACHABLE)
         conn.log = log.bind(tunnel=tunnel_id.text)
-        return self.relay(conn, tunnel_id, RELAY, dst, leftover, src=src, network=request.network or "tcp")
+        return self.relay(conn, tunnel_id, RELAY, dst, leftover, src=src, network=request.network or "tcp",
+                          request=request)
 
-    def relay(self, conn, tunnel_id, kind, dst, data, src=None, network="tcp", may_hand_off=True):
+    def relay(self, conn, tunnel_id, kind, dst, data, src=None, network="tcp", may_hand_off=True, request=None):
         """Carry the whole :class:`~gostgev.connection.Connection` ``conn`` to the tunnel; the outcome.
 
         ``kind``: RELAY, TLS...; ``data``: the client's bytes already read;
         ``src``: the client address for the stream header (the peer's by
         default).  A relay visitor is answered OK once a stream is open.
         With no live connection here, a TCP client goes to the worker that
-        holds one; otherwise it is refused (a relay status to a visitor,
-        503 to an HTTP client, a close to TLS).
+        holds one, else to the cluster node that holds one (unless another
+        node sent it here: it is never passed on twice; ``request``: a relay
+        visitor's, replayed there); otherwise it is refused (a relay status
+        to a visitor, 503 to an HTTP client, a close to TLS).
         """
         src = src or conn.peer
         try:
@@ -117,10 +140,19 @@ class Router:
             if may_hand_off and network == "tcp" and self.hand_off(conn.sock, tunnel_id, kind, src, dst, data,
                                                                    conn.log):
                 return DONE
+            detail = str(exc)
+            if self.discovery is not None and conn.forwarded_by is None:
+                try:
+                    outcome = relay_remote(self, conn, tunnel_id, kind, dst, data, request, network)
+                except DiscoveryUnavailable as unavailable:
+                    detail = str(unavailable)
+                else:
+                    if outcome is not None:
+                        return outcome
             if kind == RELAY:
-                conn.log.warning("%s", exc)
+                conn.log.warning("%s", detail)
                 return relay_refused(conn.sock, relay.SERVICE_UNAVAILABLE)
-            return conn.refuse(503, NO_LIVE_CONNECTION % host_without_port(dst), detail=str(exc))
+            return conn.refuse(503, NO_LIVE_CONNECTION % host_without_port(dst), detail=detail)
         if kind == RELAY:
             reply(conn.sock, relay.OK)
         self.metrics.tunnel_stream(self.name, connector.tunnel_id.text)
@@ -144,6 +176,10 @@ class Router:
 
         def route_for(head, current):
             tunnel_id, dst = lookup(ingress, head.host, head)
+            if self.discovery is not None and not self.registry.has_connector(tunnel_id):
+                route = remote_http_route(self, routes, tunnel_id, dst, head, NO_LIVE_CONNECTION % head.host)
+                if route is not None:
+                    return route
             route = routes.get((tunnel_id.key, dst))
             if route is None:
                 route = routes[(tunnel_id.key, dst)] = self._http_route(tunnel_id, dst, head.host, client)

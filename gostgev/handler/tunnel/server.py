@@ -12,7 +12,9 @@ Routing stays with the server: entrypoints (:mod:`.entrypoint`) only reach
 tunnels that an ingress rule names, and a visitor must present the tunnel
 ID the ingress assigns to the host it asks for (unless ``tunnel.direct``).
 With ``tunnel.strict`` (the default) a BIND for a tunnel that no ingress
-rule names is refused.
+rule names is refused.  With ``sd``, the node registers every connection
+it holds in the service discovery (:mod:`gostgev.discovery`), so that the
+other nodes of the cluster send it the visitors of those tunnels.
 """
 
 import time
@@ -23,6 +25,7 @@ import gevent
 from gostgev.addr import format_address, split_host_port
 from gostgev.codec import relay
 from gostgev.connection import DONE, failed, relay_refused
+from gostgev.discovery import Discovery, backend_for
 from gostgev.handler.base import Change, Handler
 from gostgev.handler.tunnel.entrypoint import Entrypoint
 from gostgev.handler.tunnel.options import TunnelOptions
@@ -101,6 +104,29 @@ class TunnelHandler(Handler):
             self.router.cluster.serve(self.config.name, self.router.handed_over)
         for entrypoint in self.entrypoints:
             entrypoint.start(service.gate)
+        self._join_cluster(self.options.cluster)
+
+    def _join_cluster(self, cluster):
+        """Start sharing this node's tunnels through ``cluster`` (ClusterOptions, or None: stop)."""
+        old = self.router.discovery
+        if old is not None:
+            self.router.discovery = None
+            gevent.spawn(old.close)
+            self.router.close_node_pool()
+        if cluster is None:
+            return
+        address = cluster.address
+        if not address and self.entrypoints:
+            first = self.entrypoints[0]
+            address = format_address((first.addr.host, first.address[1]))
+        discovery = Discovery(backend_for(cluster.sd, cluster.ttl), cluster.node, address, cluster.ttl,
+                              self.log.bind(sd=cluster.sd.name, node=cluster.node))
+        for tunnel in self.registry.tunnels():
+            for connector in tunnel.connectors:
+                if not connector.closed:
+                    discovery.register(connector.id.text, tunnel.id.text, "udp" if connector.udp else "tcp")
+        discovery.start()
+        self.router.discovery = discovery
 
     def reconfigure(self, service_config):
         """New rules and options; registered tunnel connections and the registry stay."""
@@ -126,6 +152,7 @@ class TunnelHandler(Handler):
             exc.where = "entrypoint %s" % addr
             raise
         ingress = resolve(opts.ingress)
+        old_cluster = self.options.cluster
 
         def commit():
             Handler.reconfigure(self, service_config)
@@ -142,6 +169,8 @@ class TunnelHandler(Handler):
                     gevent.spawn(gone.stop, 10)
             self.entrypoints = [entrypoint for entrypoint, _ in planned]
             self._set_ingresses(ingress)
+            if opts.cluster != old_cluster:
+                self._join_cluster(opts.cluster)
 
         def abort():
             for entrypoint in added:
@@ -161,6 +190,10 @@ class TunnelHandler(Handler):
         if self.router.cluster is not None:
             self.router.cluster.announce(self.config.name, ())
             self.router.cluster = None   # sessions closing after this announce nothing
+        discovery, self.router.discovery = self.router.discovery, None
+        if discovery is not None:
+            discovery.close()
+        self.router.close_node_pool()
 
     # -- the tunnel port ------------------------------------------------------------
 
@@ -212,10 +245,15 @@ class TunnelHandler(Handler):
         connector = ServerConnector(connector_id, tunnel_id, session, format_address(address), udp)
         self.registry.add(tunnel_id, connector)
         self._count_connections(tunnel_id)
+        discovery = self.router.discovery
+        if discovery is not None:
+            discovery.register(connector_id.text, tunnel_id.text, "udp" if udp else "tcp")
 
         def unregister(_session=None):
             self.registry.remove(tunnel_id, connector)
             self._count_connections(tunnel_id)
+            if self.router.discovery is not None:
+                self.router.discovery.deregister(connector_id.text)
 
         session.link_closed(unregister)
         log = log.bind(tunnel=tunnel_id.text, connector=connector_id.text)
