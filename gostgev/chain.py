@@ -11,6 +11,11 @@ target.  ``bind(addr)`` does the same but ends with the last connector's
 BIND, which gives a multiplexed session (the tunnel client's connection).
 A failed dial or handshake marks the node failed for its hop's selector,
 so the next attempt tries another server when a hop lists several.
+
+A caller that keeps BIND sessions (:mod:`gostgev.tunnelclient`) plans the
+route itself with :meth:`Chain.route`: nodes it has just seen fail go last,
+then nodes marked failed, then the nodes carrying fewest of its sessions;
+the hop's selector breaks the ties.
 """
 
 import logging
@@ -49,8 +54,32 @@ class Chain:
         self.hops = [_Hop(hop) for hop in config.hops]
         self.dial_timeout = dial_timeout
 
-    def _route(self):
-        return [(hop, hop.selector.order(hop.nodes)[0]) for hop in self.hops]
+    @property
+    def connections(self):
+        """How many BIND sessions a listener keeps through this chain: the last hop's
+        connectors say (``tunnel.connections``), the largest value when they differ."""
+        last = self.hops[-1]
+        return max(last.connectors[id(node)].connections for node in last.nodes)
+
+    def route(self, avoid=(), load=None):
+        """``[(hop, node)]``, one node per hop.
+
+        Without arguments, each hop's selector decides (the healthy nodes,
+        its strategy first).  ``avoid``: nodes to take only when a hop has no
+        other; ``load``: ``{node: sessions}``, the less loaded first.  Nodes
+        marked failed come after the healthy ones but are never left out.
+        """
+        if not avoid and not load:
+            return [(hop, hop.selector.order(hop.nodes)[0]) for hop in self.hops]
+        now = time.monotonic()
+        load = load or {}
+        route = []
+        for hop in self.hops:
+            ordered = hop.selector.order(hop.nodes)
+            ordered += [node for node in hop.nodes if node not in ordered]
+            ordered.sort(key=lambda node: (node in avoid, node.is_failed(now), load.get(node, 0)))
+            route.append((hop, ordered[0]))
+        return route
 
     def _through(self, route):
         """Dial the first node and CONNECT hop by hop to the last; return the connection."""
@@ -94,12 +123,13 @@ class Chain:
 
     def dial(self, target, network="tcp", src=None):
         """A connection to ``target`` ("host:port") through the chain."""
-        route = self._route()
+        route = self.route()
         hop, node = route[-1]
         return self._attempt(route, lambda conn: hop.connectors[id(node)].connect(conn, target, network, src))
 
-    def bind(self, addr, network="tcp"):
-        """BIND ``addr`` on the last node; returns the connector's ``Bound``."""
-        route = self._route()
+    def bind(self, addr, network="tcp", route=None):
+        """BIND ``addr`` on the last node of ``route`` (default: :meth:`route`'s);
+        returns the connector's ``Bound``."""
+        route = route or self.route()
         hop, node = route[-1]
         return self._attempt(route, lambda conn: hop.connectors[id(node)].bind(conn, addr, network))

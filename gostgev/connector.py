@@ -32,6 +32,8 @@ CONNECTORS = Registry("connector")
 
 #: seconds to wait for the server's reply to a CONNECT or BIND
 HANDSHAKE_TIMEOUT = 15.0
+#: the most tunnel connections one rtcp listener keeps (``tunnel.connections``)
+MAX_CONNECTIONS = 64
 
 
 class ConnectError(ConnectionError):
@@ -70,6 +72,9 @@ class TunnelConnectorOptions(ConnectorOptions):
                                         "(a new tunnel on every restart)", aliases=("tunnelID",), parse=_tunnel_uuid)
     weight: int = setting("tunnel.weight", INT, 0, "this connection's weight among the tunnel's connections",
                           minimum=0, maximum=255)
+    connections: int = setting("tunnel.connections", INT, 1,
+                               "gostgev's: tunnel connections an rtcp listener keeps at once through this "
+                               "node's hop, spread over its nodes", minimum=1, maximum=MAX_CONNECTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +137,8 @@ class _Base:
     options_class = ConnectorOptions
     #: defaults of this connector's own for declared keys
     option_defaults = {}
+    #: BIND sessions a listener keeps through this connector's hop
+    connections = 1
 
     @classmethod
     def parse_options(cls, md):
@@ -163,6 +170,7 @@ class TunnelConnector(_Base):
         # Without tunnel.id, GOST's behaviour: a fresh time-based ID per
         # process, i.e. a new tunnel on every restart.
         self.tunnel_id = relay.TunnelID(opts.tunnel_uuid or uuid.uuid1().bytes, 0, opts.weight)
+        self.connections = opts.connections
 
     def connect(self, conn, target, network="tcp", src=None):
         request = self._request(relay.CONNECT, (src or _local(conn), target), network, self.tunnel_id)

@@ -3,10 +3,12 @@
 * ``tcp``: a bound socket served by a gevent ``StreamServer``, one greenlet
   per accepted connection.
 * ``rtcp`` with a chain: connections come *from a remote server*.  The
-  listener keeps one BIND alive through the chain (a tunnel registration or
-  a relay remote-port bind), accepts the streams the server opens, reads each
-  stream's header and hands the stream to the handler.  Without a chain it is
-  a plain local ``tcp`` listener, as in GOST.
+  listener keeps BIND sessions alive through the chain (tunnel registrations
+  or a relay remote-port bind; one unless ``tunnel.connections`` says more,
+  failing over between a hop's nodes: :mod:`gostgev.tunnelclient`), accepts
+  the streams the server opens, reads each stream's header and hands the
+  stream to the handler.  Without a chain it is a plain local ``tcp``
+  listener, as in GOST.
 
 Either way a listener calls ``accepted(conn, address, meta)`` for each
 connection (``meta``: what a stream header said, e.g. the target), in a
@@ -29,15 +31,13 @@ from gostgev.metrics import OFF
 from gostgev.netio.peek import PeerClosed
 from gostgev.registry import Registry
 from gostgev.settings import STR, component_options, setting
+from gostgev.tunnelclient import RECONNECT_FIRST, RECONNECT_MAX, BindSessions
 
-# format_address is re-exported for the modules that still import it from here.
-__all__ = ["LISTENERS", "TcpListener", "RtcpListener", "format_address"]
+# format_address and the reconnect delays are re-exported for the modules that still import them from here.
+__all__ = ["LISTENERS", "TcpListener", "RtcpListener", "format_address", "RECONNECT_FIRST", "RECONNECT_MAX"]
 
 LISTENERS = Registry("listener")
 
-#: reconnect delays of the rtcp client: first wait, and the cap of the doubling
-RECONNECT_FIRST = 1.0
-RECONNECT_MAX = 5.0
 #: seconds a stream may take to deliver its header
 STREAM_HEADER_TIMEOUT = 10.0
 
@@ -210,10 +210,8 @@ class RtcpListener(TcpListener):
             from gostgev.chain import Chain  # chain -> connector -> mux: only tunnel clients need it
 
             self.chain = Chain(chain_config, metrics=metrics)
-        self.bound = None
-        self._loop = None
+        self.sessions = None     #: the BindSessions, once started
         self._streams = gevent.pool.Group()
-        self._stopping = False
 
     def bind(self, inherit=None):
         if self.chain is None:   # a plain local listener, as in GOST
@@ -221,10 +219,21 @@ class RtcpListener(TcpListener):
 
     def start(self, accepted):
         """Without a chain, a local TCP listener; with one, ``accepted(stream, client address,
-        {"target": host:port or None})`` for each stream the server opens."""
+        {"target": host:port or None})`` for each stream the server opens, on each of the
+        ``tunnel.connections`` sessions kept through the chain (:mod:`gostgev.tunnelclient`)."""
         if self.chain is None:
             return super().start(accepted)
-        self._loop = gevent.spawn(self._run, accepted)
+        name = self.service_config.name
+        self.sessions = BindSessions(self.chain, str(self.addr), lambda bound: self._accept(bound, accepted),
+                                     self.log, count=self.chain.connections,
+                                     on_reconnect=lambda: self.metrics.tunnel_reconnect(name))
+        self.sessions.start()
+
+    @property
+    def bound(self):
+        """The live BIND of the lowest session slot, None while there is none."""
+        live = self.sessions.bound if self.sessions is not None else {}
+        return live[min(live)] if live else None
 
     @property
     def takes_proxy_header(self):
@@ -235,33 +244,6 @@ class RtcpListener(TcpListener):
         if self.chain is None:
             return super().address
         return (self.addr.host, self.addr.port)
-
-    def _run(self, handle):
-        delay = RECONNECT_FIRST
-        bind_addr = str(self.addr)
-        while not self._stopping:
-            try:
-                bound = self.chain.bind(bind_addr)
-            except (OSError, ProtocolError) as exc:
-                self.log.warning("connect to %s failed: %s; retrying in %gs", self.chain.name, exc, delay)
-                gevent.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX)
-                continue
-            self.bound = bound
-            delay = RECONNECT_FIRST
-            remote = bound.session.remote_address
-            self.log.info("tunnel connected", fields={
-                "server": format_address(remote) if remote else None, "endpoint": bound.endpoint,
-                "connector": bound.connector_id.text if bound.connector_id else None})
-            self._accept(bound, handle)
-            self.bound = None
-            if self._stopping:
-                break
-            self.log.warning("tunnel disconnected: %s; reconnecting in %gs",
-                             bound.session.close_reason or "connection closed", delay)
-            self.metrics.tunnel_reconnect(self.service_config.name)
-            gevent.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX)
 
     def _accept(self, bound, handle):
         """Serve streams until the session dies."""
@@ -289,17 +271,16 @@ class RtcpListener(TcpListener):
             stream.close()
 
     def close(self):
-        self._stopping = True
         if self.chain is None:
             return super().close()
-        if self._loop is not None:
-            self._loop.kill(block=False)
-        if self.bound is not None:
-            self.bound.session.close()
+        if self.sessions is not None:
+            self.sessions.close()
 
     def stop(self, timeout=None):
         if self.chain is None:
             return super().stop(timeout)
         self.close()
+        if self.sessions is not None:
+            self.sessions.join(timeout=1)
         self._streams.join(timeout=timeout)
         self._streams.kill(block=True, timeout=1)

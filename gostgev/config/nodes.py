@@ -140,6 +140,10 @@ def parse_chain_node(sec, index, env):
     addr = sec.str("addr")
     if not addr:
         raise sec.missing("addr")
+    if "," in addr:
+        # As in GOST, only a -F URL lists several servers at once, and it makes a node of each.
+        raise ConfigError(sec.key_path("addr"), "one server per node: make a node of each of %r "
+                          "(the hop's nodes are its alternative servers)" % addr)
     try:
         parse_addr(addr)
     except ValueError as exc:
