@@ -308,6 +308,9 @@ class Discovery:
             self._cache[tunnel] = entry
             pending.set(entry)
             return entry
+        except BaseException as exc:
+            pending.set_exception(exc)    # whoever waits for this query must not wait forever
+            raise
         finally:
             del self._pending[tunnel]
 

@@ -72,5 +72,5 @@ def client(config, timeout=COMMAND_TIMEOUT):
         connection_class=_GeventConnection, host=addr.host or "127.0.0.1", port=addr.port, db=config.db,
         username=config.username or None, password=config.password or None,
         socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 0), decode_responses=True, max_connections=64, **extra)
+        retry=Retry(NoBackoff(), 0), decode_responses=True, max_connections=256, **extra)
     return redis.Redis(connection_pool=pool)

@@ -92,10 +92,12 @@ TUNNEL_ID = "0b5b7e0e-4c59-4f43-9d3f-6a0c5e2d7b11"
 PROXY_CORE, CLIENT_CORE = 0, 1
 CONNECTIONS = 32
 
-ALL_PATHS = ["direct", "haproxy", "haproxy-http", "forwarder", "fwd-2w", "tunnel", "tunnel-2w", "tunnel-tls"]
+ALL_PATHS = ["direct", "haproxy", "haproxy-http", "forwarder", "fwd-2w", "tunnel", "tunnel-2w", "tunnel-tls",
+             "cluster-local", "cluster-remote"]
 QUICK_PATHS = ["direct", "haproxy", "haproxy-http", "forwarder", "tunnel"]
 BASES = ("haproxy", "haproxy-http")
-ROUTING_PATHS = {"haproxy-http", "forwarder", "fwd-2w", "tunnel", "tunnel-2w", "tunnel-tls"}
+ROUTING_PATHS = {"haproxy-http", "forwarder", "fwd-2w", "tunnel", "tunnel-2w", "tunnel-tls", "cluster-local",
+                 "cluster-remote"}
 
 NGINX_SITE = """
     server {{
@@ -580,6 +582,34 @@ class Bench:
                                      tunnel_client_config(tunnel_port, tunnel_id, self.backends, tls=tls))
         return entrypoint, [server, client]
 
+    def cluster(self, name, remote):
+        """Two tunnel-server nodes sharing a Redis, the client bound to node B; the entrypoint of
+        B (the local path) or of A (every request crosses to B on a pooled connection).  Both
+        nodes and the client run on the proxy core either way, Redis on the client core."""
+        redis_port = free_port()
+        # Measured processes are the gostgev ones; Redis is only asked once a second at most.
+        redis = self.procs.start(name + "-redis", self.client_pin + [
+            shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(redis_port),
+            "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        tunnel_id = TUNNEL_ID[:-1] + ("5" if remote else "4")
+        rules = [{"hostname": HOSTS[site], "endpoint": tunnel_id} for site in SITES]
+        ports = {}
+        procs = []
+        for node in ("a", "b"):
+            ports[node] = tunnel_port, entrypoint = free_port(), free_port()
+            procs.append(self.gostgev_config("%s-%s" % (name, node), {
+                "sds": [{"name": "sd", "redis": {"addr": "127.0.0.1:%d" % redis_port, "key": name}}],
+                "ingresses": [{"name": "rules", "rules": rules}],
+                "services": [{"name": "node-" + node, "addr": "127.0.0.1:%d" % tunnel_port,
+                              "handler": {"type": "tunnel", "metadata": {
+                                  "entrypoint": "127.0.0.1:%d" % entrypoint, "ingress": "rules",
+                                  "sd": "sd", "sd.node": node}}}]}))
+        procs.append(self.gostgev_config(name + "-client",
+                                         tunnel_client_config(ports["b"][0], tunnel_id, self.backends)))
+        if redis.poll() is not None:
+            raise OSError(0, "redis-server exited")
+        return ports["a" if remote else "b"][1], procs
+
     def start(self, name):
         """Start a path's processes: (port the clients use, the processes to measure)."""
         if name == "direct":
@@ -600,6 +630,8 @@ class Bench:
             return self.tunnel(name, TUNNEL_ID[:-1] + "3", workers=2)
         if name == "tunnel-tls":
             return self.tunnel(name, TUNNEL_ID[:-1] + "2", tls=True)
+        if name in ("cluster-local", "cluster-remote"):
+            return self.cluster(name, name == "cluster-remote")
         raise ValueError(name)
 
 
