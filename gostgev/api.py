@@ -15,8 +15,12 @@ Routes, under an optional ``pathPrefix``::
 
 Ingress and rule shapes are GOST's ``IngressConfig``; ``POST /config/reload``
 is GOST's route (GOST has no bare ``/reload``).  Errors are ``{"error": "..."}``.
-Rules added here change the live Ingress at once but live in memory only: the
-next reload rebuilds ingresses from the configuration.
+Rules added here change the live Ingress at once but live in memory only.
+They are a layer on top of the configured rules: a rule set here wins over
+the inline rules and every live source (file, redis, http), and a host name
+deleted here stays deleted, across source refreshes and reloads that leave
+that ingress's configuration alone, until it is set here again or a reload
+changes the ingress (then the configuration is all there is again).
 
 Security.  Without an ``auther`` the server only binds loopback addresses;
 ``start()`` raises ValueError for anything else, because this API can

@@ -148,7 +148,7 @@ class HttpBackend:
         self.timeout = timeout
 
     def _call(self, method, body=None, query=""):
-        status, data = http_request(method, self.url + query, body, self.timeout)
+        status, _, data = http_request(method, self.url + query, body, self.timeout)
         if status != 200:
             raise HttpError("%s %s: status %d" % (method, self.url, status))
         return data

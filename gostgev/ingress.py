@@ -21,7 +21,7 @@ from gostgev.addr import host_without_port, normalize_host
 from gostgev.codec.relay import TunnelID
 from gostgev.hostmatch import HostRouter
 
-__all__ = ["Rule", "Ingress", "IngressStore", "parse_rule_host", "parse_endpoint"]
+__all__ = ["Rule", "Ingress", "IngressStore", "parse_rule_host", "parse_endpoint", "parse_rules"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,20 +80,51 @@ def parse_endpoint(text):
     return tunnel_id
 
 
+def parse_rules(text, where):
+    """Rules from text, ``hostname endpoint`` per line, ``#`` comments; ValueError names
+    ``where`` and the line."""
+    rules = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise ValueError("%s:%d: expected 'hostname endpoint'" % (where, number))
+        try:
+            rules.append(Rule(parse_rule_host(fields[0]), parse_endpoint(fields[1])))
+        except ValueError as exc:
+            raise ValueError("%s:%d: %s" % (where, number, exc)) from None
+    return rules
+
+
 class Ingress:
+    """The rules of one ingress: the configured ones, with the API's edits on top.
+
+    The configured rules (inline, and what the live sources read) change
+    through :meth:`replace` (a reload that changed this ingress: the API's
+    edits are dropped) and :meth:`refresh` (its sources were read again:
+    the API's edits stay).  A rule the API sets wins over every source, and
+    a host name it removes stays removed until the API sets it again or a
+    reload changes the ingress.
+    """
+
     def __init__(self, name, rules=()):
         self.name = name
-        self._rules = {}
+        self._configured = {}
         for rule in rules:
-            self._rules[rule.hostname] = rule
+            self._configured[rule.hostname] = rule
+        self._set = {}          # the API's rules
+        self._removed = set()   # host names the API removed
         self._rebuild()
 
     def _rebuild(self):
+        rules = {key: rule for key, rule in self._configured.items() if key not in self._removed}
+        rules.update(self._set)
         router = HostRouter()
-        for key, rule in self._rules.items():
+        for key, rule in rules.items():
             router.add(key, rule)
-        self._router = router
-        self._named = {rule.endpoint.key for rule in self._rules.values()}
+        self._rules, self._router = rules, router
+        self._named = {rule.endpoint.key for rule in rules.values()}
 
     @property
     def rules(self):
@@ -101,15 +132,26 @@ class Ingress:
 
     def replace(self, rules):
         """All rules at once (a reload); lookups in flight see the old or the new table."""
-        self._rules = {rule.hostname: rule for rule in rules}
+        self._configured = {rule.hostname: rule for rule in rules}
+        self._set, self._removed = {}, set()
+        self._rebuild()
+
+    def refresh(self, rules):
+        """New configured rules from the sources; the API's edits stay on top."""
+        self._configured = {rule.hostname: rule for rule in rules}
         self._rebuild()
 
     def set_rule(self, rule):
-        self._rules[rule.hostname] = rule
+        self._set[rule.hostname] = rule
+        self._removed.discard(rule.hostname)
         self._rebuild()
 
     def remove_rule(self, hostname):
-        removed = self._rules.pop(parse_rule_host(hostname), None)
+        key = parse_rule_host(hostname)
+        removed = self._rules.get(key)
+        self._set.pop(key, None)
+        if key in self._configured:
+            self._removed.add(key)
         self._rebuild()
         return removed
 
@@ -124,7 +166,6 @@ class Ingress:
         """Whether any rule routes to this tunnel (private rules included)."""
         return tunnel_id.key in self._named
 
-
 class IngressStore:
     """The one live :class:`Ingress` of each configured name.
 
@@ -132,8 +173,9 @@ class IngressStore:
     a rule the API adds or deletes reaches every entrypoint at once.  A
     reload is staged: ingresses it creates are visible to the services it
     builds but join the store only at :meth:`commit`; :meth:`abort` forgets
-    them.  At commit, an ingress whose rules in the file changed takes the
-    new rules; one whose rules did not change keeps what the API did to it.
+    them.  At commit, an ingress whose configuration changed (its rules,
+    or its sources) takes the new rules; one whose configuration did not
+    change keeps what the API did to it (and what its sources read).
 
     Inline rules (a tunnel handler's ``tunnel: host:uuid,...``) belong to
     their handler alone: their config says ``shared=False``.
@@ -141,7 +183,7 @@ class IngressStore:
 
     def __init__(self):
         self._live = {}
-        self._configured = {}   # name -> the rules the file gave it last
+        self._configured = {}   # name -> the IngressConfig it was made or replaced from last
         self._staged = None
 
     def resolve(self, config):
@@ -153,7 +195,7 @@ class IngressStore:
             return live
         if self._staged is None:
             live = self._live[config.name] = Ingress(config.name, config.rules)
-            self._configured[config.name] = config.rules
+            self._configured[config.name] = config
             return live
         staged = self._staged.get(config.name)
         if staged is None:
@@ -176,10 +218,10 @@ class IngressStore:
             live = self._live.get(config.name) or staged.get(config.name)
             if live is None:
                 live = Ingress(config.name, config.rules)
-            elif config.name in self._live and self._configured.get(config.name) != config.rules:
+            elif config.name in self._live and self._configured.get(config.name) != config:
                 live.replace(config.rules)
             self._live[config.name] = live
-            self._configured[config.name] = config.rules
+            self._configured[config.name] = config
         for name in set(self._live) - names:
             del self._live[name]
             self._configured.pop(name, None)

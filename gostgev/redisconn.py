@@ -53,7 +53,13 @@ class _GeventConnection(redis.Connection):
 
 
 def _tls_context(tls):
-    context = ssl.create_default_context(cafile=tls.ca_file) if tls.ca_file else ssl.create_default_context()
+    # gevent's SSLContext: ssl.create_default_context() would make the standard
+    # library's, whose handshake blocks the hub.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca_file:
+        context.load_verify_locations(tls.ca_file)
+    else:
+        context.load_default_certs()
     if not tls.secure and not tls.ca_file:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

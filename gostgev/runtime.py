@@ -19,7 +19,15 @@ as it was.
 
 Every service that names an ingress routes with the same live object
 (:class:`gostgev.ingress.IngressStore`).  Rules added or deleted through the
-API stay until a reload changes that ingress's rules in the file.
+API stay until a reload changes that ingress in the file.
+
+Ingresses and authers with live sources (``file`` + ``reload``, ``redis``,
+``http``) are read by :class:`gostgev.sources.Sources`: once before the
+services of a configuration serve (start or reload; a source that is down
+is logged and skipped), then every ``reload`` period.  A reload replaces
+every refresher (a source it did not change starts from what it read
+last); a refused reload leaves the running ones alone; :meth:`stop` stops
+them.
 """
 
 import logging
@@ -30,6 +38,7 @@ from gevent.lock import Semaphore
 from gostgev.accept import dup_socket, listen_key
 from gostgev.errors import ConfigError
 from gostgev.service import Service, ServiceContext, ServiceError
+from gostgev.sources import Sources
 
 __all__ = ["Runtime", "ApiView", "ReloadRefused"]
 
@@ -51,6 +60,7 @@ class Runtime:
         self.context = context if context is not None else ServiceContext()
         self._lock = Semaphore()    # one reload at a time (SIGHUP and the API may race)
         self._warnings = []         # of the last reload: a quiet one repeats only new ones
+        self.sources = Sources()    #: the refreshers of live ingress and auther sources
 
     def start(self, config):
         try:
@@ -124,6 +134,7 @@ class Runtime:
             sock = offered.pop(listen_key(addr), None)   # port 0 (key None): never offered
             return dup_socket(sock) if sock is not None else None
 
+        sources = self.sources.prepare(new)     # read once, before anything serves with them
         ingresses = self.context.ingresses
         ingresses.stage()
         changes_ready, services_ready = [], []
@@ -140,11 +151,14 @@ class Runtime:
             for _, replacement in services_ready:
                 replacement.close()
             ingresses.abort()
+            sources.abort()
             if isinstance(exc, ServiceError):
                 raise ReloadRefused(str(exc)) from None
             raise
         # Nothing below depends on the configuration being good.
         ingresses.commit(new.ingresses)
+        self.context.authers.commit(new.authers)
+        sources.commit(ingresses, self.context.authers)
         current = dict(kept)
         for service in removed:
             self._retire(service)
@@ -169,6 +183,7 @@ class Runtime:
         gevent.spawn(service.stop, self.grace)
 
     def stop(self, grace=None):
+        self.sources.stop()
         self._stop_all(list(self.services.values()), self.grace if grace is None else grace)
 
     @staticmethod

@@ -13,6 +13,7 @@ connection never takes the service down.
 from dataclasses import dataclass, field
 
 from gostgev.addr import format_address
+from gostgev.auth import AutherStore
 from gostgev.connection import Connection
 from gostgev.handler import HANDLERS, Change
 from gostgev.ingress import IngressStore
@@ -34,6 +35,8 @@ class ServiceContext:
 
     #: the live ingress of each name
     ingresses: IngressStore = field(default_factory=IngressStore)
+    #: the live users of each named auther with sources
+    authers: AutherStore = field(default_factory=AutherStore)
     #: this process's member of the ``--workers`` cluster, or None
     cluster: object = None
     #: bind listening sockets with SO_REUSEPORT (``--workers``)

@@ -4,14 +4,25 @@ model holds, or raises :class:`ConfigError` naming the key.
 """
 
 import os
+from urllib.parse import urlsplit
 
 from gostgev.addr import parse_addr
-from gostgev.auth import Auther, User, load_users_file
+from gostgev.auth import Auther, LiveUsers, User, parse_users
 from gostgev.codec.relay import TunnelID
-from gostgev.config.model import AuthConfig, IngressConfig, RedisConfig, SDConfig, TLSConfig
+from gostgev.config.model import (
+    AuthConfig,
+    AutherConfig,
+    HTTPSourceConfig,
+    IngressConfig,
+    RedisConfig,
+    SDConfig,
+    SourcesConfig,
+    TLSConfig,
+)
 from gostgev.errors import ConfigError
-from gostgev.ingress import Rule, parse_endpoint, parse_rule_host
+from gostgev.ingress import Rule, parse_endpoint, parse_rule_host, parse_rules
 from gostgev.limits import Admission, ConnLimiter, parse_network
+from gostgev.textfile import read_text
 
 
 def section_refs(sec, keys, table, kind):
@@ -37,12 +48,16 @@ def handler_auther(sec, authers):
     if single is not None:
         users.append(User(single.username, single.password))
     for auther in section_refs(sec, ("auther", "authers"), authers, "auther"):
-        users.extend(auther)
+        if auther.live is not None:
+            users.append(auther.live)     # its inline users and what its sources read, kept up to date
+        else:
+            users.extend(auther.users)
     return Auther(users) if users else None
 
 
-def parse_auther(sec, base_dir):
-    """A named auther as a list of users (inline auths, then the users file)."""
+def parse_auther(sec, name, env):
+    """A named auther: inline ``auths``, then the users ``file`` (read now when it is the only
+    source and there is no ``reload``), or live sources the runtime reads."""
     users = []
     for entry in sec.sections("auths"):
         username = entry.str("username") or ""
@@ -53,19 +68,13 @@ def parse_auther(sec, base_dir):
             raise ConfigError(entry.key_path("tunnels"), str(exc)) from None
         users.append(User(username, entry.str("password") or "", keys))
         entry.finish()
-    file_sec = sec.section("file")
-    if file_sec is not None:
-        path = os.path.join(base_dir, file_sec.str("path") or "")
-        try:
-            users.extend(load_users_file(path, TunnelID.parse))
-        except OSError as exc:
-            raise ConfigError(file_sec.key_path("path"), "%s: %s" % (path, exc.strerror)) from None
-        except ValueError as exc:
-            raise ConfigError(file_sec.key_path("path"), str(exc)) from None
-        file_sec.finish()
-    sec.unsupported("reload", "redis", "http", "plugin")
+    static, sources = parse_sources(sec, env, "gost:authers:" + name,
+                                    lambda text, where: parse_users(text, where, TunnelID.parse))
+    users.extend(static)
+    sec.unsupported("plugin")
     sec.finish()
-    return users
+    live = LiveUsers(name, users) if sources is not None else None
+    return AutherConfig(name=name, users=tuple(users), sources=sources, live=live)
 
 
 def parse_admission(sec, name):
@@ -102,7 +111,7 @@ def parse_auth(sec):
     return AuthConfig(username=username, password=password)
 
 
-def parse_ingress(sec, name):
+def parse_ingress(sec, name, env):
     rules = []
     for rule in sec.sections("rules"):
         try:
@@ -115,9 +124,67 @@ def parse_ingress(sec, name):
             raise ConfigError(rule.key_path("endpoint"), "%s (want a tunnel UUID, or $UUID)" % exc) from None
         rule.finish()
         rules.append(Rule(hostname, endpoint))
-    sec.unsupported("file", "redis", "http", "plugin", "reload")
+    static, sources = parse_sources(sec, env, "gost:ingresses:" + name, parse_rules)
+    rules.extend(static)
+    sec.unsupported("plugin")
     sec.finish()
-    return IngressConfig(name=name, rules=tuple(rules))
+    return IngressConfig(name=name, rules=tuple(rules), sources=sources)
+
+
+def parse_sources(sec, env, default_key, parse_text):
+    """The ``file``, ``redis``, ``http`` and ``reload`` keys of a named ingress or auther:
+    ``(entries read now, SourcesConfig or None)``.
+
+    A ``file`` that is the only source, without ``reload``, is part of the
+    configuration: it is read here, and a missing or malformed file is a
+    ConfigError.  Otherwise the sources are live: the runtime reads them at
+    start, at each reload and every ``reload`` period, and a source that
+    fails keeps what it gave last.  ``parse_text(text, where)`` turns a file's
+    text into entries (ValueError naming the line).
+    """
+    period = sec.duration("reload", 0.0)
+    path = None
+    file_sec = sec.section("file")
+    if file_sec is not None:
+        path = file_sec.str("path")
+        if not path:
+            raise file_sec.missing("path", "the path of the file is required")
+        path = os.path.join(env.base_dir, path)
+        file_sec.finish()
+    redis = parse_redis(sec.section("redis"), env, default_key, ("hash", "set"))
+    http = _http_source(sec.section("http"))
+    if redis is None and http is None and not period:
+        if path is None:
+            return [], None
+        try:
+            return parse_text(read_text(path), path), None
+        except OSError as exc:
+            raise ConfigError(file_sec.key_path("path"), "%s: %s" % (path, exc.strerror)) from None
+        except ValueError as exc:
+            message = str(exc)
+            raise ConfigError(file_sec.key_path("path"),
+                              message if message.startswith(path) else "%s: %s" % (path, message)) from None
+    if path is None and redis is None and http is None:
+        return [], None         # a reload period and nothing to read again
+    return [], SourcesConfig(file=path, redis=redis, http=http, reload=period)
+
+
+def _http_source(sec):
+    if sec is None:
+        return None
+    url = sec.str("url")
+    if not url:
+        raise sec.missing("url", "the URL is required (http:// or https://)")
+    try:
+        parts = urlsplit(url)
+        parts.port     # noqa: B018 -- raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(sec.key_path("url"), "invalid URL %r: %s" % (url, exc)) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(sec.key_path("url"), "want an http:// or https:// URL, got %r" % url)
+    timeout = sec.duration("timeout", 0.0) or 10.0
+    sec.finish()
+    return HTTPSourceConfig(url=url, timeout=timeout)
 
 
 def parse_tls(sec, env):

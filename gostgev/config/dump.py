@@ -71,8 +71,22 @@ def _chain(chain):
 
 
 def _ingress(ingress):
-    return {"name": ingress.name,
-            "rules": [{"hostname": rule.hostname, "endpoint": str(rule.endpoint)} for rule in ingress.rules]}
+    out = {"name": ingress.name,
+           "rules": [{"hostname": rule.hostname, "endpoint": str(rule.endpoint)} for rule in ingress.rules]}
+    sources = ingress.sources
+    if sources is not None:
+        if sources.reload:
+            out["reload"] = _duration(sources.reload)
+        if sources.file:
+            out["file"] = {"path": sources.file}
+        if sources.redis is not None:
+            redis = sources.redis
+            out["redis"] = {"addr": redis.addr, "db": redis.db, "key": redis.key, "type": redis.type}
+            if redis.password:
+                out["redis"]["password"] = "<hidden>"
+        if sources.http is not None:
+            out["http"] = {"url": sources.http.url, "timeout": _duration(sources.http.timeout)}
+    return out
 
 
 def _admin(admin, path_key):

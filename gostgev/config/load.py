@@ -94,9 +94,9 @@ def build_config(raw, warnings, components, base_dir="."):
         if name in hops:
             raise ConfigError(hop.key_path("name"), "duplicate hop name %r" % name)
         hops[name] = parse_forwarder(hop, hops={}, env=env)
-    ingresses = _named(root, "ingresses", parse_ingress)
+    ingresses = _named(root, "ingresses", lambda sec, name: parse_ingress(sec, name, env))
     chains = _named(root, "chains", lambda sec, name: parse_chain(sec, name, env))
-    authers = _named(root, "authers", lambda sec, name: parse_auther(sec, base_dir))
+    authers = _named(root, "authers", lambda sec, name: parse_auther(sec, name, env))
     admissions = _named(root, "admissions", parse_admission)
     climiters = _named(root, "climiters", parse_climiter)
     default_tls = parse_tls(root.section("tls"), env)
@@ -119,7 +119,8 @@ def build_config(raw, warnings, components, base_dir="."):
         raise misspelled
     root.finish()
     return Config(services=tuple(services), log=log, base_dir=base_dir, metrics=metrics, api=api,
-                  chains=tuple(chains.values()), ingresses=tuple(ingresses.values()))
+                  chains=tuple(chains.values()), ingresses=tuple(ingresses.values()),
+                  authers=tuple(authers.values()))
 
 
 def _named(root, key, parse):

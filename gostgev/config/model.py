@@ -13,7 +13,8 @@ __all__ = [
     "LogConfig", "SelectorConfig", "NodeConfig", "ForwarderConfig", "HandlerConfig",
     "ListenerConfig", "ServiceConfig", "Config", "STRATEGIES", "AuthConfig",
     "ConnectorConfig", "DialerConfig", "ChainNodeConfig", "HopConfig", "ChainConfig", "IngressConfig",
-    "LoadContext", "TLSConfig", "AdminConfig", "RedisConfig", "SDConfig",
+    "LoadContext", "TLSConfig", "AdminConfig", "RedisConfig", "HTTPSourceConfig", "SourcesConfig",
+    "AutherConfig", "SDConfig",
 ]
 
 #: selector strategies and their GOST aliases
@@ -107,6 +108,40 @@ class SDConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HTTPSourceConfig:
+    """An ``http`` source: a GET whose 200 answer is the body in the file format."""
+
+    url: str                        #: http:// or https://
+    timeout: float = 10.0           #: seconds for the whole request
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesConfig:
+    """Where a named ingress or auther reads more entries while the process runs.
+
+    Precedence for equal keys (host names, user names): http > redis > file
+    > the inline entries.  ``reload`` 0 reads them once, at start and at
+    each reload of the configuration.
+    """
+
+    file: str | None = None         #: absolute path of a file in the file format
+    redis: RedisConfig | None = None
+    http: HTTPSourceConfig | None = None
+    reload: float = 0.0             #: seconds between two reads; 0 = no periodic read
+
+
+@dataclass(frozen=True, slots=True)
+class AutherConfig:
+    """A named auther: its inline users and, when it has live sources, its live table."""
+
+    name: str
+    users: tuple                    #: gostgev.auth.User values: inline (and a static users file)
+    sources: SourcesConfig | None = None
+    #: gostgev.auth.LiveUsers the handlers naming this auther check against (None without sources)
+    live: object = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class DialerConfig:
     type: str                 #: tcp | tls | ws | wss
     metadata: Metadata
@@ -145,6 +180,7 @@ class IngressConfig:
     name: str
     rules: tuple              #: gostgev.ingress.Rule values, in file order
     shared: bool = True       #: False: a handler's inline rules, not one of ``ingresses``
+    sources: SourcesConfig | None = None   #: live sources (file, redis, http), read by the runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,5 +248,6 @@ class Config:
     api: AdminConfig | None = None
     chains: tuple = ()
     ingresses: tuple = ()
+    authers: tuple = ()       #: AutherConfig values
     #: directory of the config file; relative paths in the config start here
     base_dir: str = "."
