@@ -279,11 +279,16 @@ class Discovery:
 
     # -- the others' records -----------------------------------------------------------
 
-    def lookup(self, tunnel, network="tcp"):
-        """Records of other nodes holding ``tunnel``; DiscoveryUnavailable when that cannot be known."""
+    def lookup(self, tunnel, network="tcp", wait=True):
+        """Records of other nodes holding ``tunnel``; DiscoveryUnavailable when that cannot be known.
+
+        ``wait=False``: only a fresh cached answer, else None (the caller may not wait).
+        """
         now = time.monotonic()
         cached = self._cache.get(tunnel)
         if cached is None or cached[0] <= now:
+            if not wait:
+                return None
             cached = self._query(tunnel)
         found = cached[1]
         if isinstance(found, Exception):

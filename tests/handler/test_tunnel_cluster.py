@@ -16,6 +16,7 @@ from gevent import ssl
 from gevent.pywsgi import WSGIServer
 from prometheus_client import generate_latest
 
+from gostgev.discovery import LOOKUP_CACHE
 from gostgev.metrics import Metrics
 from gostgev.service import ServiceContext
 from tests.conftest import (
@@ -140,6 +141,20 @@ def test_keep_alive_requests_cross_over_on_a_pooled_connection(cluster, backend)
         # The client is gone; its connection to B waits in the pool for the next one.
         assert wait_until(lambda: len(pool) == 1, 3)
     assert len(accepted) == 1, "ten requests from two clients went over one connection to B"
+
+
+def test_a_kept_alive_client_outlives_the_cached_lookup(cluster, backend):
+    # A later request on the connection is routed in an event-loop callback, where the lookup
+    # (its cached answer gone) cannot be made: the session's greenlet makes it.
+    site = backend(keep_alive_responder("srv-0"))
+    cluster.client("c", "b", TUNNEL_A, [{"name": "web", "addr": site.addr, "host": "srv-0.local"}])
+    cluster.wait_registered(TUNNEL_A, 1)
+    with connect(cluster.entrypoint("a")) as sock:
+        for _ in range(3):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: srv-0.local\r\n\r\n")
+            head, body = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 200") and body == b"srv-0"
+            gevent.sleep(LOOKUP_CACHE + 0.1)
 
 
 def test_tls_is_replayed_to_the_node_that_holds_the_tunnel(cluster, backend, cert_files, client_tls_context):

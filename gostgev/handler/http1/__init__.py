@@ -47,13 +47,13 @@ from gostgev.handler.http1.callbacks import _CallbackSession
 from gostgev.handler.http1.forwarding import FORWARDED_STYLES, Forwarding, forwarded_style
 from gostgev.handler.http1.greenlets import _Session, send_all
 from gostgev.handler.http1.replay import REPLAY_LIMIT, SAFE_METHODS
-from gostgev.handler.http1.routes import Refused, Route, UpstreamPool, request_reporter
+from gostgev.handler.http1.routes import Refused, Route, UpstreamPool, WouldBlock, may_block, request_reporter
 from gostgev.netio.mux import MuxStream
 from gostgev.netio.peek import unwrap_prefix
 from gostgev.netio.pipe import watch_idle
 
-__all__ = ["Refused", "Route", "serve_http", "UpstreamPool", "Forwarding", "forwarded_style", "request_reporter",
-           "send_all", "FORWARDED_STYLES", "SAFE_METHODS", "REPLAY_LIMIT"]
+__all__ = ["Refused", "Route", "WouldBlock", "may_block", "serve_http", "UpstreamPool", "Forwarding",
+           "forwarded_style", "request_reporter", "send_all", "FORWARDED_STYLES", "SAFE_METHODS", "REPLAY_LIMIT"]
 
 
 def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_timeout=None, forwarding=None,

@@ -42,6 +42,16 @@ class Refused(Exception):
         self.detail = detail
 
 
+class WouldBlock(Exception):
+    """Raised by a ``route_for`` that must wait (a lookup) while it runs in an event-loop
+    callback, where nothing may wait: the session calls it again from its greenlet."""
+
+
+def may_block():
+    """Whether the caller runs in a greenlet that may wait (not in the hub's callbacks)."""
+    return gevent.getcurrent() is not gevent.get_hub()
+
+
 class Route:
     """Where a request goes: ``key`` compares routes; ``open()`` gives a connection there.
 

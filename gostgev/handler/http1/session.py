@@ -24,7 +24,7 @@ from gostgev.codec.h1 import END, Data, Request, RequestTracker
 from gostgev.codec.http import simple_response
 from gostgev.errors import RemoteProtocolError
 from gostgev.handler.http1.replay import SAFE_METHODS, _Replay
-from gostgev.handler.http1.routes import Refused
+from gostgev.handler.http1.routes import Refused, WouldBlock
 from gostgev.handler.http1.upstream import _Upstream, _UpstreamSide
 from gostgev.netio.close import close_gently
 from gostgev.netio.pipe import pipe, reset
@@ -129,6 +129,8 @@ class _SessionBase(_UpstreamSide, _Replay):
             route = self.route_for(head, up.route.key if up is not None and not up.failed else None)
         except Refused as exc:
             return self._refuse(head, exc)
+        except WouldBlock:
+            raise _Handover from None
         if up is None or up.route.key != route.key or up.failed or not up.tracker.keep_alive \
                 or (up.stall_watch and up.sock.session.stalled):
             if not self.blocking:

@@ -22,7 +22,7 @@ from gostgev.addr import parse_addr
 from gostgev.codec.proxyproto import encode_v2, parse_proxy_header
 from gostgev.codec.sniff import RELAY
 from gostgev.discovery import DiscoveryUnavailable
-from gostgev.handler.http1 import Refused, Route
+from gostgev.handler.http1 import Refused, Route, WouldBlock, may_block
 from gostgev.netio.peek import read_head, with_prefix
 
 __all__ = ["NODE_TLV", "relay_remote", "remote_http_route", "forwarded_node", "read_node_header"]
@@ -35,9 +35,14 @@ NODE_DIAL_TIMEOUT = 5.0
 NODE_HEADER_TIMEOUT = 10.0
 
 
-def _records(router, tunnel_id, network):
-    """Other nodes' records of the tunnel, in the order to try them (rotated per call)."""
-    records = router.discovery.lookup(tunnel_id.text, network)
+def _records(router, tunnel_id, network, wait=True):
+    """Other nodes' records of the tunnel, in the order to try them (rotated per call).
+
+    ``wait=False`` (an event-loop callback): :class:`WouldBlock` unless the answer is cached.
+    """
+    records = router.discovery.lookup(tunnel_id.text, network, wait)
+    if records is None:
+        raise WouldBlock
     if len(records) > 1:
         router.remote_turn = (router.remote_turn + 1) % len(records)
         records = records[router.remote_turn:] + records[:router.remote_turn]
@@ -90,7 +95,7 @@ def remote_http_route(router, routes, tunnel_id, dst, head, no_live):
         raise Refused(503, no_live, detail="no connection of tunnel %s here, and the request was forwarded "
                       "by node %s" % (tunnel_id.text, came_from[-1]))
     try:
-        if not _records(router, tunnel_id, "tcp"):
+        if not _records(router, tunnel_id, "tcp", wait=may_block()):
             return None
     except DiscoveryUnavailable as exc:
         raise Refused(503, no_live, detail=str(exc)) from None
