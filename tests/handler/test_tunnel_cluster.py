@@ -16,6 +16,7 @@ from gevent import ssl
 from gevent.pywsgi import WSGIServer
 from prometheus_client import generate_latest
 
+from gostgev.components import build_config
 from gostgev.discovery import LOOKUP_CACHE
 from gostgev.metrics import Metrics
 from gostgev.service import ServiceContext
@@ -354,3 +355,14 @@ def test_two_hundred_visitors_across_two_nodes_none_lost_none_misrouted(start_se
     forwarded = [line for line in generate_latest(cluster.metrics.registry).decode().splitlines()
                  if line.startswith("gostgev_cluster_forwards_total{")]
     assert sum(float(line.split()[-1]) for line in forwarded) == 100   # half came in at the other node
+
+
+def test_a_reload_that_moves_the_node_rewrites_its_records(cluster, backend):
+    site = backend(name_responder("srv-0"))
+    cluster.client("c", "b", TUNNEL_A, [{"name": "web", "addr": site.addr, "host": "srv-0.local"}])
+    cluster.wait_registered(TUNNEL_A, 1)
+    node_b = cluster.nodes["b"]
+    raw = node_config("b", cluster.redis.addr, cluster.key, **{"sd.node": "b2"})
+    node_b.reconfigure(build_config(raw, []).services[0])
+    assert wait_until(lambda: [r.node for r in cluster.records(TUNNEL_A)] == ["b2"], 3), cluster.records(TUNNEL_A)
+    assert http_get(cluster.entrypoint("a"), "srv-0.local") == (200, b"srv-0")

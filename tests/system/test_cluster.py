@@ -1,7 +1,8 @@
 """Two tunnel-server processes sharing their tunnels through a real Redis; one of them is killed.
 
-The servers are ``python -m gostgev`` processes; the tunnel client, whose
-hop lists both servers, and the backend run in the test process.
+The servers are ``python -m gostgev`` processes whose ingress rules are in
+Redis; the tunnel client, whose hop lists both servers, and the backend run
+in the test process.
 """
 
 import signal
@@ -24,7 +25,9 @@ def start_node(tmp_path, processes, name, redis_addr):
         "services": [{"name": name, "addr": "127.0.0.1:0", "handler": {"type": "tunnel", "metadata": {
             "entrypoint": "127.0.0.1:0", "ingress": "ingress-0", "sd": "sd-0", "sd.node": name,
             "tunnel.ttl": "%gs" % TTL, "mux.keepaliveInterval": "0.5s", "mux.keepaliveTimeout": "2s"}}}],
-        "ingresses": [{"name": "ingress-0", "rules": [{"hostname": "app.local", "endpoint": TUNNEL_A}]}],
+        # The rules live in Redis too (a hash: host name -> tunnel ID), read every 0.5 s.
+        "ingresses": [{"name": "ingress-0", "reload": "0.5s",
+                       "redis": {"addr": redis_addr, "key": "sys:ingress", "type": "hash"}}],
     }))
     log_path = tmp_path / ("%s.log" % name)
     proc = gostgev_process(["-c", conf, "--log-level", "info"], log_path)
@@ -41,13 +44,14 @@ def get(port, host):
 
 
 def test_killing_the_node_that_holds_the_tunnel(tmp_path, processes, redis_server, start_services, backend):
+    assert redis_server.command("HSET", "sys:ingress", "app.local", TUNNEL_A) == b":1\r\n"
     a, a_port, a_entry = start_node(tmp_path, processes, "a", redis_server.addr)
     b, b_port, b_entry = start_node(tmp_path, processes, "b", redis_server.addr)
     site = backend(name_responder("app"))
     start_services({
         "services": [{"name": "client", "addr": ":0", "handler": {"type": "rtcp"},
                       "listener": {"type": "rtcp", "chain": "servers"},
-                      "forwarder": {"nodes": [{"name": "app", "addr": site.addr, "host": "app.local"}]}}],
+                      "forwarder": {"nodes": [{"name": "app", "addr": site.addr}]}}],
         "chains": [{"name": "servers", "hops": [{"name": "hop", "selector": {"strategy": "fifo"}, "nodes": [
             {"name": node, "addr": "127.0.0.1:%d" % port,
              "connector": {"type": "tunnel", "metadata": {"tunnel.id": TUNNEL_A, "mux.keepaliveInterval": "0.5s",
@@ -58,6 +62,9 @@ def test_killing_the_node_that_holds_the_tunnel(tmp_path, processes, redis_serve
     assert wait_until(lambda: [r.node for r in records.lookup(TUNNEL_A)] == ["b"], 10)
     assert get(a_entry, "app.local") == (200, b"app")    # at A, through B
     assert get(b_entry, "app.local") == (200, b"app")
+    # A rule added in Redis routes at both nodes within one reload period.
+    redis_server.command("HSET", "sys:ingress", "www.app.local", TUNNEL_A)
+    assert wait_until(lambda: get(a_entry, "www.app.local") == (200, b"app"), 3)
 
     b.send_signal(signal.SIGKILL)
     b.wait(timeout=5)

@@ -111,8 +111,12 @@ class TunnelHandler(Handler):
         old = self.router.discovery
         if old is not None:
             self.router.discovery = None
-            gevent.spawn(old.close)
             self.router.close_node_pool()
+            if cluster is None:
+                gevent.spawn(old.close)
+                return
+            # Its records go before the new discovery writes them again (bounded: 2 s).
+            old.close()
         if cluster is None:
             return
         address = cluster.address
