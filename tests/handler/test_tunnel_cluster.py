@@ -114,14 +114,22 @@ def read_response(sock):
         assert chunk, "closed before a whole response head"
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    for _ in range(100):
-        if len(body) >= length:
-            break
-        chunk = sock.recv(4096)
-        assert chunk, "closed before the whole body"
-        body += chunk
+    body = read_body(sock, head, body)
+    assert body is not None, "closed before the whole body"
     return head, body
+
+
+def read_body(sock, head, body):
+    """The whole body a head's Content-Length announces (``body``: its start), None if cut short."""
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    for _ in range(10000):
+        if len(body) >= length:
+            return body
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        body += chunk
+    return None
 
 
 def test_keep_alive_requests_cross_over_on_a_pooled_connection(cluster, backend):
@@ -310,14 +318,9 @@ def hashing_responder(name):
         if not head:
             return
         head, _, body = head.partition(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        for _ in range(10000):
-            if len(body) >= length:
-                break
-            chunk = sock.recv(65536)
-            if not chunk:
-                return
-            body += chunk
+        body = read_body(sock, head, body)
+        if body is None:
+            return
         answer = ("%s %s" % (name, hashlib.sha256(body).hexdigest())).encode()
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(answer), answer))
 
