@@ -15,6 +15,8 @@ one:
   one), so the other node sees this node as the client.
 """
 
+import socket as _stdsocket
+
 import gevent
 from gevent import socket
 
@@ -53,6 +55,8 @@ def _dial(record):
     addr = parse_addr(record.address)
     sock = socket.create_connection((addr.host, addr.port), timeout=NODE_DIAL_TIMEOUT)
     sock.settimeout(None)
+    # Requests and answers are small writes: Nagle must not hold one for the peer's delayed ACK.
+    sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
     return sock
 
 
