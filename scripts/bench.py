@@ -304,6 +304,52 @@ def bulk(port, size):
     return size / seconds / 1e6
 
 
+def _cpu_ticks(pids):
+    """user and system clock ticks the processes have used so far."""
+    user = system = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user, system
+
+
+def costed(pids, run):
+    """``run()``'s wrk figures, with what each request cost the processes under test: CPU
+    microseconds (user, system) and, where ``perf`` can count tracepoints, system calls."""
+    pids = _with_children(pids)
+    perf = None
+    if pids and shutil.which("perf"):
+        perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p",
+                                 ",".join(map(str, pids))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        time.sleep(0.2)   # attached before the load starts
+    before = _cpu_ticks(pids)
+    try:
+        result = run()
+    finally:
+        after = _cpu_ticks(pids)
+        calls = None
+        if perf is not None:
+            perf.send_signal(signal.SIGINT)
+            try:
+                _, err = perf.communicate(timeout=10)
+                match = re.search(r"^(\d+),.*raw_syscalls:sys_enter", err, re.MULTILINE)
+                calls = int(match.group(1)) if match else None
+            except subprocess.TimeoutExpired:
+                perf.kill()
+    if pids:
+        tick = 1e6 / os.sysconf("SC_CLK_TCK")
+        result["user_us"] = (after[0] - before[0]) * tick / result["requests"]
+        result["sys_us"] = (after[1] - before[1]) * tick / result["requests"]
+        result["syscalls"] = calls / result["requests"] if calls is not None else None
+    return result
+
+
 def wrk(pin, port, seconds, close=False, script=None):
     """wrk's figures: {"rate", "requests", "bad" (non-2xx responses), "errors" (socket errors by kind)}."""
     if script:
@@ -752,9 +798,9 @@ def measure(name, started, bench, args, size, seconds, rate, idle, big_idle, lua
     pids = [p.pid for p in procs]
     figures = {
         "bulk": lambda: max(bulk(port, size) for _ in range(2)),
-        "keepalive": lambda: wrk(bench.client_pin, port, seconds),
+        "keepalive": lambda: costed(pids, lambda: wrk(bench.client_pin, port, seconds)),
         "alternating": (lambda: wrk(bench.client_pin, port, seconds, script=lua)) if routes else None,
-        "newconn": lambda: wrk(bench.client_pin, port, seconds, close=True),
+        "newconn": lambda: costed(pids, lambda: wrk(bench.client_pin, port, seconds, close=True)),
         "routing": (lambda: routing_check(port)) if routes else None,
         "latency": lambda: latency(port, rate, 1 if args.quick else 5),
         "idle": (lambda: idle_cost(port, pids, idle)) if pids else None,
@@ -819,6 +865,12 @@ def _plain(value, fmt):
     return fmt % value
 
 
+def _cost_cell(value):
+    if not _ok(value) or value.get("user_us") is None:
+        return "–"
+    return "%.0f (%.0f+%.0f)" % (value["user_us"] + value["sys_us"], value["user_us"], value["sys_us"])
+
+
 def _routing_cell(value):
     if value is None:
         return "–"
@@ -874,12 +926,18 @@ def report(rows, layout, pin, args, bulk_mib, seconds, idle, big_idle, rate):
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
-    out += ["", "Keep-alive request rate (Host a.local)", "", rate_table("keep-alive", "keepalive")]
+    def cost_columns(key):
+        return [("CPU µs/req (user+sys)", "---:", lambda r: _cost_cell(r[key])),
+                ("syscalls/req", "---:", lambda r: _plain(r[key].get("syscalls") if _ok(r[key]) else r[key], "%.1f"))]
+
+    out += ["", "Keep-alive request rate (Host a.local); CPU and system calls of the processes under test", "",
+            rate_table("keep-alive", "keepalive", extra=cost_columns("keepalive"))]
     out += ["", "Keep-alive request rate, hosts alternating a.local / b.local on each connection", "",
             rate_table("alternating", "alternating", bases=((" http", http),), extra=[
                 ("× own keep-alive", "---:", lambda r: _ratio(_rate(r["alternating"]), _rate(r["keepalive"]))),
                 ("routing check", "---", lambda r: _routing_cell(r["routing"]))])]
-    out += ["", "New-connection request rate (Connection: close)", "", rate_table("new-conn", "newconn")]
+    out += ["", "New-connection request rate (Connection: close); CPU and system calls of the processes "
+            "under test", "", rate_table("new-conn", "newconn", extra=cost_columns("newconn"))]
     out += ["", "Targets (against HAProxy mode http, same run)", "", "\n".join(targets(by_name, http, idle, big_idle))]
     text = "\n".join(out)
     print()

@@ -128,6 +128,13 @@ def unwrap_prefix(conn):
     return conn, data
 
 
+def write_socket(conn):
+    """The plain gevent socket that writes to ``conn`` go to (replayed bytes are only read), or None."""
+    while type(conn) is _Prefixed:
+        conn = conn._conn
+    return conn if type(conn) is GeventSocket else None
+
+
 def bare_socket(conn):
     """The plain gevent socket under ``conn`` if nothing is left to replay, else None."""
     while type(conn) is _Prefixed and not conn._data:

@@ -62,6 +62,7 @@ class MuxSession(SessionWrites, SessionLiveness):
         self._closed = False
         self._wlock = Semaphore()
         self._waiting = 0                   # greenlets queued on _wlock
+        self._init_writes(sock)
         self._ctrl, self._flusher = [], None  # frames queued by the reader, and their sender
         self._updates = {}                  # stream id -> consumed count still to report (UPD)
         self._buffered = 0                  # unread bytes across all streams
@@ -168,6 +169,7 @@ class MuxSession(SessionWrites, SessionLiveness):
         for timer in (self._watchdog, self._stall_timer):
             if timer is not None:
                 timer.close()
+        self._flush_on_close()
         # shutdown first: EOF for the peer even if someone else holds the fd
         for step in (lambda: self.sock.shutdown(_stdsocket.SHUT_RDWR), self.sock.close):
             try:
