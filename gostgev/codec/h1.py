@@ -113,8 +113,13 @@ class RequestTracker:
         """A request asked to close the connection and is complete: nothing more is read."""
         return self._body.state == _DONE
 
-    def feed(self, data):
-        """Events for the bytes ``data`` (as ``recv`` returns them); ``b""`` is EOF."""
+    def feed(self, data, known=None):
+        """Events for the bytes ``data`` (as ``recv`` returns them); ``b""`` is EOF.
+
+        ``known``: the head that ``parse_request_head(data)`` already gave
+        (a sniffer's), taken instead of parsing it again when ``data``
+        starts a request.
+        """
         body = self._body
         state = body.state
         if state == _RAW:
@@ -128,16 +133,16 @@ class RequestTracker:
             if state != _HEAD or self._head.strip(b"\r\n"):   # blank lines alone are no request
                 raise RemoteProtocolError("client closed in the middle of a request")
             return []
-        return self._feed(data, len(data))
+        return self._feed(data, len(data), known)
 
-    def _feed(self, data, size):
+    def _feed(self, data, size, known=None):
         events = []
         body = self._body
         pos = 0
         while pos < size:
             state = body.state
             if state == _HEAD:
-                pos = self._read_head(data, pos, size, events)
+                pos = self._read_head(data, pos, size, events, known if pos == 0 else None)
                 if pos < 0:
                     break
             elif state == _HOLD:
@@ -152,7 +157,7 @@ class RequestTracker:
                     self._after_message()
         return events
 
-    def _read_head(self, data, pos, size, events):
+    def _read_head(self, data, pos, size, events, known=None):
         """Read a head from ``pos``; the position after it, or -1 when it is not complete."""
         if self._head:
             offset = len(self._head)
@@ -179,7 +184,9 @@ class RequestTracker:
             pos = start
             buffered = _window(data, pos, size, _HEAD_WINDOW)
             offset = 0
-        head = parse_request_head(buffered)
+            if start or (known is not None and known.length > len(buffered)):
+                known = None
+        head = known if known is not None and not offset else parse_request_head(buffered)
         if head is None:
             self._head = bytes(buffered)
             self._line_checked = self._head.find(b"\n") >= 0

@@ -24,10 +24,10 @@ No buffer limit is named here: FEALEN is 16 bits, so a head can never exceed
 65539 bytes and the wire format itself bounds what a reader buffers.
 """
 
+import functools
 import hashlib
 import ipaddress
 import re
-import uuid as _uuid
 from dataclasses import dataclass
 
 from gostgev.addr import Addr, split_host_port
@@ -131,7 +131,7 @@ class TunnelID:
     @property
     def text(self):
         """Lowercase 8-4-4-4-12: the exact string GOST hashes and compares."""
-        return str(_uuid.UUID(bytes=self.uuid))
+        return _uuid_text(self.uuid)
 
     @property
     def private(self):
@@ -168,6 +168,13 @@ def encode_addr(host_port):
     port = int(port_text) if _PORT.fullmatch(port_text) else 0
     if port > 0xFFFF:
         raise LocalProtocolError("relay: port %d out of range in %r" % (port, host_port))
+    return _host_bytes(host) + port.to_bytes(2, "big")
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_bytes(host):
+    """ATYP and address of ``host`` (an IP or a name); cached: a stream header per request
+    names the same few hosts again and again."""
     try:
         # Go's ParseIP knows no zones, so "fe80::1%eth0" goes out as a name.
         ip = ipaddress.ip_address(host) if "%" not in host else None
@@ -175,13 +182,17 @@ def encode_addr(host_port):
         ip = None
     ip = getattr(ip, "ipv4_mapped", None) or ip  # "::ffff:1.2.3.4" goes out as IPv4, as in Go
     if ip is not None:
-        body = bytes((ATYP_IPV4 if ip.version == 4 else ATYP_IPV6,)) + ip.packed
-    else:
-        name = host.encode("utf-8", "surrogateescape")
-        if len(name) > MAX_FIELD_BYTES:
-            raise LocalProtocolError("relay: host name longer than %d bytes: %r" % (MAX_FIELD_BYTES, host[:64]))
-        body = bytes((ATYP_DOMAIN, len(name))) + name
-    return body + port.to_bytes(2, "big")
+        return bytes((ATYP_IPV4 if ip.version == 4 else ATYP_IPV6,)) + ip.packed
+    name = host.encode("utf-8", "surrogateescape")
+    if len(name) > MAX_FIELD_BYTES:
+        raise LocalProtocolError("relay: host name longer than %d bytes: %r" % (MAX_FIELD_BYTES, host[:64]))
+    return bytes((ATYP_DOMAIN, len(name))) + name
+
+
+def _uuid_text(raw):
+    """16 bytes as a lowercase 8-4-4-4-12 UUID (what ``str(uuid.UUID(bytes=raw))`` gives)."""
+    h = raw.hex()
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 
 
 def decode_addr(data):

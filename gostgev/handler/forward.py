@@ -19,6 +19,7 @@ Flow of one connection::
 TLS is routed once per connection, by SNI, and never terminated.
 """
 
+import functools
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -192,7 +193,8 @@ class ForwardHandler(Handler):
             proto = "https" if self.config.listener.type in ("tls", "wss", "mtls", "mwss") else "http"
             forwarding = Forwarding(self.options.forwarded, proto)
         up, down = serve_http(conn, address[0], sniffed.data, route_for, log, on_request, self.options.idle_timeout,
-                              forwarding, plain=self.chain is None, head_timeout=self.options.sniffing_timeout)
+                              forwarding, plain=self.chain is None, head_timeout=self.options.sniffing_timeout,
+                              head=sniffed.head)
         log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
                                                "duration": "%.3fs" % (time.monotonic() - connection.started)})
         self.metrics.transfer(self.config.name, up, down)
@@ -312,6 +314,12 @@ def _request_path(target):
     return urlsplit(target).path or "/"
 
 
+@functools.lru_cache(maxsize=1024)
+def _node_addr(text):
+    """A node's address, parsed once (it is asked for on every request)."""
+    return parse_addr(text, default_port=0)
+
+
 def _target(node, sniffed, target, allow_port_zero=False):
     """``(host, port)`` to dial, or None if ``node`` cannot serve this request.
 
@@ -322,7 +330,7 @@ def _target(node, sniffed, target, allow_port_zero=False):
     protocol = sniffed.protocol if sniffed else None
     default_port = _DEFAULT_PORTS.get(protocol, 0)
     if node is not None and node.config.addr:
-        addr = parse_addr(node.config.addr, default_port=0)
+        addr = _node_addr(node.config.addr)
         host, port = addr.host, addr.port or default_port
     elif target:
         addr = parse_addr(target, default_port=default_port)

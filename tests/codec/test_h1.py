@@ -32,7 +32,7 @@ from gostgev.codec.h1 import (
     Response,
     ResponseTracker,
 )
-from gostgev.codec.http import MAX_HEADERS, MAX_REQUEST_HEAD_BYTES
+from gostgev.codec.http import MAX_HEADERS, MAX_REQUEST_HEAD_BYTES, parse_request_head
 from gostgev.errors import RemoteProtocolError
 
 # -- replaying a stream ---------------------------------------------------------------------
@@ -917,3 +917,29 @@ def test_a_head_sent_a_byte_at_a_time_is_parsed_once_it_ends(monkeypatch, which)
     events = tracker.feed(b"\r\nContent-Length: 0\r\n\r\n")
     assert type(events[0]).__name__ == ("Request" if which == "request" else "Response")
     assert len(calls) <= 3, calls
+
+
+@pytest.mark.parametrize("data", [
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: b\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+])
+def test_a_head_parsed_by_the_sniffer_gives_the_same_events(data):
+    known = parse_request_head(data)
+    assert known is not None
+    plain, reused = RequestTracker(), RequestTracker()
+    assert _described(reused.feed(data, known)) == _described(plain.feed(data))
+    assert (reused.closing, reused.finished) == (plain.closing, plain.finished)
+
+
+def test_a_known_head_is_not_taken_after_leading_blank_lines():
+    data = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    wrong = parse_request_head(b"GET /other HTTP/1.1\r\nHost: z\r\n\r\n")
+    [request, *_] = RequestTracker().feed(data, wrong)
+    assert request.head.target == "/" and request.head.host == "a"
+
+
+def _described(events):
+    return [(type(e).__name__, getattr(e, "raw", None), getattr(getattr(e, "head", None), "target", None),
+             getattr(e, "start", None), getattr(e, "end", None)) for e in events]

@@ -57,7 +57,7 @@ __all__ = ["Refused", "Route", "WouldBlock", "may_block", "serve_http", "Upstrea
 
 
 def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_timeout=None, forwarding=None,
-               plain=False, head_timeout=None):
+               plain=False, head_timeout=None, head=None):
     """Serve ``client`` until it closes; ``data`` holds bytes already read from it.
 
     ``route_for(head, current_key)`` returns a :class:`Route` (the current
@@ -68,7 +68,8 @@ def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_ti
     with a plain client socket too, the bytes can move in event-loop callbacks.
     ``head_timeout``: there, a request head begun must be complete within
     this many seconds, or the connection is closed (a client that trickles
-    a head holds nothing for long).
+    a head holds nothing for long).  ``head``: the request head at the
+    start of ``data``, when a sniffer parsed it already.
     Returns ``(bytes in, bytes out)``.
     """
     if plain:
@@ -78,6 +79,7 @@ def serve_http(client, client_ip, data, route_for, log, on_request=None, idle_ti
     session = kind(client, client_ip, route_for, log, on_request)
     session.head_timeout = head_timeout
     session.forwarding = forwarding or None
+    session.known_head = head
     activity, watchdog = watch_idle(idle_timeout, client, client)
     session.activity = activity
     try:

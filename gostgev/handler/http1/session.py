@@ -61,11 +61,15 @@ class _SessionBase(_UpstreamSide, _Replay):
 
     # -- the client's bytes --------------------------------------------------------------
 
+    #: the first request's head, already parsed by the sniffer (taken by the first feed)
+    known_head = None
+
     def _client_data(self, data):
         """Route and send what ``data`` holds; False once the session must end."""
         answerable = self.tracker.idle   # every request so far went out whole
         try:
-            events = self.tracker.feed(data)
+            known, self.known_head = self.known_head, None
+            events = self.tracker.feed(data, known)
         except RemoteProtocolError as exc:
             return self._bad_request(exc, answerable)
         if not self._events(data, events):

@@ -187,8 +187,10 @@ class Router:
 
         options = self.options
         on_request = request_reporter(log, self.name, self.metrics)
+        sniffed = conn.sniffed
         up, down = serve_http(conn.sock, conn.address[0], data, route_for, log, on_request,
-                              forwarding=options.forwarding, plain=True, head_timeout=options.header_timeout)
+                              forwarding=options.forwarding, plain=True, head_timeout=options.header_timeout,
+                              head=sniffed.head if sniffed is not None and sniffed.data is data else None)
         self.metrics.transfer(self.name, up, down)
         log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
                                                "duration": "%.3fs" % (time.monotonic() - conn.started)})
