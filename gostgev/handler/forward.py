@@ -108,6 +108,11 @@ class ForwardHandler(Handler):
         if old is not None:
             old.close()           # the nodes may have changed: start afresh
         self.pool = UpstreamPool()
+        # A tunnel stream's header names the host, and every request on the stream goes by it
+        # (it wins over the request's own Host): unless a node filters by path or requests get
+        # forwarding headers, the stream is piped to its node with no request parsed.
+        self._pinned_by_target = not self.options.forwarded and (
+            self.forwarder is None or not any(node.path for node in forwarder.nodes))
         self.chain = None
         if service_config.handler.chain is not None:
             from gostgev.chain import Chain  # only visitors need the relay/mux stack
@@ -122,7 +127,7 @@ class ForwardHandler(Handler):
                 return failed("no request head")
         protocol = sniffed.protocol if sniffed else None
         target, address = conn.target, conn.address
-        if protocol == HTTP and sniffed.head.version != "HTTP/2.0":
+        if protocol == HTTP and sniffed.head.version != "HTTP/2.0" and not (target and self._pinned_by_target):
             return self._serve_http(conn, sniffed)
         # A tunnel stream header names the host the public client asked for;
         # it wins over what we sniff (GOST's fixed behaviour, issue #898).

@@ -535,6 +535,35 @@ def test_filter_path_applies_to_every_request(start_services, backend):
     assert site.targets() == ["/index.html"]
 
 
+def test_a_tunnel_client_routes_each_request_by_path_when_a_node_filters_by_path(start_services, backend):
+    # A stream is one host's, so the client pipes it, unless a node filters by path: then
+    # every request on the kept-alive stream is routed on its own, as at the forwarder.
+    index, rest = Site(backend, "index"), Site(backend, "rest")
+    dep = Deployment(start_services, [("a.local", TUNNEL_A)])
+    dep.client("client", TUNNEL_A, [
+        {"name": "index", "addr": index.addr, "host": "a.local", "filter": {"path": "/index"}},
+        {"name": "rest", "addr": rest.addr, "host": "a.local", "filter": {"path": "/other"}}])
+    dep.wait_connections(TUNNEL_A, 1)
+    with Session(dep.entrypoint) as session:
+        for path, name in (("/index.html", b"index"), ("/other", b"rest"), ("/index2", b"index"),
+                           ("/other2", b"rest")):
+            response = session.get("a.local", path)
+            assert (response.status, response.body) == (200, name)
+    assert index.targets() == ["/index.html", "/index2"] and rest.targets() == ["/other", "/other2"]
+
+
+def test_a_tunnel_stream_of_one_host_reaches_its_node_over_one_connection(start_services, backend):
+    site = Site(backend, "a")
+    dep = Deployment(start_services, [("a.local", TUNNEL_A)])
+    dep.client("client", TUNNEL_A, [{"name": "a", "addr": site.addr, "host": "a.local"}])
+    dep.wait_connections(TUNNEL_A, 1)
+    with Session(dep.entrypoint) as session:
+        for i in range(5):
+            assert session.get("a.local", "/%d" % i).body == b"a"
+    assert site.targets() == ["/%d" % i for i in range(5)]
+    assert site.connections == 1
+
+
 # -- bodies and framing ---------------------------------------------------------------------
 
 def test_content_length_bodies_both_ways(front):
