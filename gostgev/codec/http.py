@@ -77,6 +77,17 @@ _FAST_REQUEST = re.compile(r"(%s) ([^\x00-\x20\x7f]+) (HTTP/1\.[01])\r\n((?:%s:[
                            % (_TOKEN, _TOKEN))
 #: header lines of a head that matched: (name, value without surrounding blanks)
 HEADER_PAIRS = re.compile(r"(%s):[ \t]*([^\x00\r\n]*?)[ \t]*\r\n" % _TOKEN)
+# The same pairs when no value ends in blanks, the common case: a greedy value
+# scans once, where the lazy one above tries the line's end after every character.
+_PLAIN_PAIRS = re.compile(r"(%s):[ \t]*([^\x00\r\n]*)\r\n" % _TOKEN)
+
+
+def header_pairs(block):
+    """``(name, value)`` of every ``name: value CRLF`` line of ``block``, values without the
+    blanks around them."""
+    if " \r\n" in block or "\t\r\n" in block:
+        return tuple(HEADER_PAIRS.findall(block))
+    return tuple(_PLAIN_PAIRS.findall(block))
 
 
 def looks_like_http(data):
@@ -131,7 +142,7 @@ def parse_request_head(data):
         match = _FAST_REQUEST.fullmatch(text)
         if match is not None and match[2] != "*":
             method, target, version, block = match.groups()
-            headers = tuple(HEADER_PAIRS.findall(block))
+            headers = header_pairs(block)
             if len(headers) <= MAX_HEADERS:
                 return RequestHead(method, target, version, headers, _routing_host(method, target, headers),
                                    end + 4)
@@ -299,7 +310,7 @@ def parse_response_head(data):
     if end > 0:
         match = _FAST_RESPONSE.fullmatch(data[:end + 4].decode("latin-1"))
         if match is not None:
-            headers = tuple(HEADER_PAIRS.findall(match[3]))
+            headers = header_pairs(match[3])
             if len(headers) <= MAX_HEADERS:
                 return ResponseHead(int(match[2]), "HTTP/1." + match[1], headers, end + 4)
     end = _END_OF_HEAD.search(data, 0, MAX_RESPONSE_HEAD_BYTES)

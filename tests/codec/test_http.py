@@ -12,10 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gostgev.codec.http import (
+    HEADER_PAIRS,
     MAX_HEADERS,
     MAX_REQUEST_HEAD_BYTES,
     METHODS,
     RequestHead,
+    header_pairs,
     looks_like_http,
     parse_request_head,
     simple_response,
@@ -382,3 +384,13 @@ def test_fuzz_valid_prefix_plus_noise(data, cut, noise):
 @given(st.sampled_from(VALID_DATA), st.binary(max_size=200))
 def test_fuzz_bytes_after_a_complete_sample_are_ignored(data, noise):
     assert parse_request_head(data + noise) == parse_request_head(data)
+
+
+_LINE_PARTS = st.sampled_from(["Host", "X-A", "b", ":", " ", "\t", "v", "a b", "\r\n", "é", "\x00", "", "x:y"])
+
+
+@settings(max_examples=300)
+@given(st.lists(st.lists(_LINE_PARTS, max_size=6).map("".join), max_size=8))
+def test_header_pairs_fast_path_agrees_with_the_exact_pattern(lines):
+    block = "".join(line + "\r\n" for line in lines)
+    assert header_pairs(block) == tuple(HEADER_PAIRS.findall(block))
