@@ -9,7 +9,9 @@ admin plane's server uses the same accept loop.
 import os
 import socket as _stdsocket
 
-from gevent import socket
+from gevent import GreenletExit, get_hub, socket
+from gevent.greenlet import Greenlet
+from gevent.hub import Waiter
 from gevent.server import StreamServer
 
 from gostgev.addr import format_address
@@ -28,6 +30,59 @@ ACCEPT_PAUSE_MAX = 1.0
 ACCEPT_LOG_INTERVAL = 5.0
 
 
+class Workers:
+    """Greenlets that serve one connection after another.
+
+    Each accepted connection is served by one greenlet, in blocking style,
+    as with a greenlet spawned for it; but a greenlet whose connection has
+    ended waits for the next one instead of exiting.  Starting a greenlet
+    costs more than handing it work: the greenlet object, its first switch,
+    and the 16 KiB stack of Python frames that CPython maps for it (an
+    ``mmap`` and a ``munmap`` per connection).  At most ``max_idle`` wait;
+    the others exit.
+    """
+
+    #: idle greenlets kept for the next connections
+    max_idle = 256
+
+    def __init__(self):
+        self._idle = []
+
+    @property
+    def idle(self):
+        """Greenlets waiting for a connection."""
+        return len(self._idle)
+
+    def spawn(self, func, *args):
+        """Run ``func(*args)`` in an idle greenlet, or a new one (from the accept loop's callback)."""
+        if self._idle:
+            waiter = self._idle.pop()
+            # As Greenlet.spawn: started when this turn of the loop ends, so that a burst of
+            # accepts is taken first.
+            get_hub().loop.run_callback(waiter.switch, (func, args))
+        else:
+            Greenlet.spawn(self._serve, func, args)
+
+    def _serve(self, func, args):
+        idle = self._idle
+        while True:
+            func(*args)
+            func = args = None
+            if len(idle) >= self.max_idle:
+                return
+            waiter = Waiter()
+            idle.append(waiter)
+            func, args = waiter.get()
+
+    def close(self):
+        """Let the idle greenlets exit (busy ones finish their connection and exit then)."""
+        idle, self._idle = self._idle, []
+        self.max_idle = 0
+        loop = get_hub().loop
+        for waiter in idle:
+            loop.run_callback(waiter.throw, GreenletExit)   # a Waiter is woken from the hub only
+
+
 class AcceptServer(StreamServer):
     """A StreamServer that rides out file-descriptor and memory exhaustion.
 
@@ -42,12 +97,17 @@ class AcceptServer(StreamServer):
     """
 
     def __init__(self, listening, handle, log):
-        super().__init__(listening, handle)
+        self.workers = Workers()
+        super().__init__(listening, handle, spawn=self.workers.spawn)
         self.log = log
         self._warn = RateLimitedLog(log, interval=ACCEPT_LOG_INTERVAL)
         self._pause = ACCEPT_PAUSE_FIRST
         self._failures = 0
         self._failing_since = 0.0
+
+    def close(self):
+        super().close()
+        self.workers.close()
 
     def do_read(self):
         try:

@@ -7,6 +7,7 @@ from gevent import socket
 
 from gostgev.accept import listen_tcp, serve_tcp
 from gostgev.addr import Addr
+from tests.conftest import wait_until
 
 
 def test_accepted_connections_have_nodelay_from_the_listening_socket():
@@ -16,5 +17,40 @@ def test_accepted_connections_have_nodelay_from_the_listening_socket():
     try:
         with socket.create_connection(("127.0.0.1", server.address[1]), timeout=5):
             assert got.get(timeout=5) != 0
+    finally:
+        server.stop()
+
+
+def test_a_connection_is_served_by_a_greenlet_that_served_an_earlier_one():
+    served = []
+    server = serve_tcp(listen_tcp(Addr("127.0.0.1", 0)), lambda sock, _address: served.append(gevent.getcurrent()))
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", server.address[1]), timeout=5):
+                count = len(served)
+                assert wait_until(lambda c=count: len(served) == c + 1, 5)
+        assert len(set(map(id, served))) == 1, "each connection started a greenlet of its own"
+        assert server.workers.idle == 1
+    finally:
+        server.stop()
+    assert wait_until(lambda: served[0].dead, 5), "an idle greenlet outlived its server"
+
+
+def test_concurrent_connections_get_greenlets_of_their_own():
+    release = gevent.event.Event()
+    busy = []
+
+    def handle(sock, _address):
+        busy.append(gevent.getcurrent())
+        release.wait(5)
+
+    server = serve_tcp(listen_tcp(Addr("127.0.0.1", 0)), handle)
+    try:
+        clients = [socket.create_connection(("127.0.0.1", server.address[1]), timeout=5) for _ in range(4)]
+        assert wait_until(lambda: len(busy) == 4, 5)
+        assert len(set(map(id, busy))) == 4
+        release.set()
+        for client in clients:
+            client.close()
     finally:
         server.stop()
