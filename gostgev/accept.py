@@ -9,7 +9,9 @@ admin plane's server uses the same accept loop.
 import os
 import socket as _stdsocket
 
-from gevent import GreenletExit, get_hub, socket
+import gevent
+from gevent import GreenletExit, get_hub, getcurrent, socket
+from gevent.event import Event
 from gevent.greenlet import Greenlet
 from gevent.hub import Waiter
 from gevent.server import StreamServer
@@ -19,7 +21,7 @@ from gostgev.errors import EXHAUSTED_ERRNOS
 from gostgev.limits import RateLimitedLog
 from gostgev.logsetup import get_logger
 
-__all__ = ["AcceptServer", "BACKLOG", "serve_tcp", "listen_tcp", "listen_key", "dup_socket"]
+__all__ = ["AcceptServer", "BACKLOG", "Workers", "serve_tcp", "listen_tcp", "listen_key", "dup_socket"]
 
 #: listen(2) backlog; the kernel caps it at net.core.somaxconn
 BACKLOG = 4096
@@ -47,6 +49,9 @@ class Workers:
 
     def __init__(self):
         self._idle = []
+        self._busy = set()
+        self._quiet = Event()       # set while no greenlet is busy
+        self._quiet.set()
 
     @property
     def idle(self):
@@ -63,16 +68,36 @@ class Workers:
         else:
             Greenlet.spawn(self._serve, func, args)
 
+    @property
+    def busy(self):
+        """Greenlets serving a connection now."""
+        return len(self._busy)
+
     def _serve(self, func, args):
-        idle = self._idle
+        idle, busy, me = self._idle, self._busy, getcurrent()
         while True:
-            func(*args)
+            busy.add(me)
+            self._quiet.clear()
+            try:
+                func(*args)
+            finally:
+                busy.discard(me)
+                if not busy:
+                    self._quiet.set()
             func = args = None
             if len(idle) >= self.max_idle:
                 return
             waiter = Waiter()
             idle.append(waiter)
             func, args = waiter.get()
+
+    def join(self, timeout=None):
+        """Wait up to ``timeout`` seconds for every busy greenlet to finish its connection."""
+        return self._quiet.wait(timeout)
+
+    def kill(self, timeout=1):
+        """Kill the greenlets still serving a connection."""
+        gevent.killall(list(self._busy), block=True, timeout=timeout)
 
     def close(self):
         """Let the idle greenlets exit (busy ones finish their connection and exit then)."""

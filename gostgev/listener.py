@@ -20,10 +20,7 @@ bound side (:meth:`gostgev.connector.Bound.read_stream_header`).
 
 from dataclasses import dataclass
 
-import gevent
-import gevent.pool
-
-from gostgev.accept import listen_key, listen_tcp, serve_tcp
+from gostgev.accept import Workers, listen_key, listen_tcp, serve_tcp
 from gostgev.addr import Addr, format_address
 from gostgev.errors import ProtocolError
 from gostgev.limits import RateLimitedLog
@@ -211,7 +208,7 @@ class RtcpListener(TcpListener):
 
             self.chain = Chain(chain_config, metrics=metrics)
         self.sessions = None     #: the BindSessions, once started
-        self._streams = gevent.pool.Group()
+        self._streams = Workers()   # a greenlet per stream, reused for the next one
 
     def bind(self, inherit=None):
         if self.chain is None:   # a plain local listener, as in GOST
@@ -283,4 +280,5 @@ class RtcpListener(TcpListener):
         if self.sessions is not None:
             self.sessions.join(timeout=1)
         self._streams.join(timeout=timeout)
-        self._streams.kill(block=True, timeout=1)
+        self._streams.kill(timeout=1)
+        self._streams.close()

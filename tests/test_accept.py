@@ -5,7 +5,7 @@ import socket as _stdsocket
 import gevent.event
 from gevent import socket
 
-from gostgev.accept import listen_tcp, serve_tcp
+from gostgev.accept import Workers, listen_tcp, serve_tcp
 from gostgev.addr import Addr
 from tests.conftest import wait_until
 
@@ -54,3 +54,18 @@ def test_concurrent_connections_get_greenlets_of_their_own():
             client.close()
     finally:
         server.stop()
+
+
+def test_workers_join_waits_for_busy_greenlets_and_kill_ends_them():
+    workers = Workers()
+    finish = gevent.event.Event()
+    done = []
+    workers.spawn(lambda: (finish.wait(5), done.append(1)))
+    workers.spawn(lambda: gevent.sleep(30))
+    assert wait_until(lambda: workers.busy == 2, 5)
+    assert not workers.join(0.05)
+    finish.set()
+    assert wait_until(lambda: done == [1] and workers.busy == 1, 5)
+    workers.kill(timeout=1)
+    assert workers.join(1) and workers.busy == 0
+    workers.close()
