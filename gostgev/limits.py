@@ -16,7 +16,7 @@ ends, so memory follows the live connections, not the history.
 import ipaddress
 import time
 
-__all__ = ["Admission", "ConnLimiter", "RateLimitedLog", "parse_network"]
+__all__ = ["Admission", "ConnLimiter", "RateLimiter", "RateLimitedLog", "parse_network"]
 
 
 def parse_network(text):
@@ -56,20 +56,8 @@ class ConnLimiter:
     @classmethod
     def parse(cls, limits):
         """From GOST's ``limits`` strings; ValueError names the bad entry."""
-        total = per_ip = None
-        networks = []
-        for entry in limits:
-            fields = str(entry).split()
-            if len(fields) != 2 or not fields[1].isdigit():
-                raise ValueError("invalid limit %r (want e.g. '$ 1000', '$$ 10', '10.0.0.0/8 5')" % entry)
-            value = int(fields[1])
-            if fields[0] == "$":
-                total = value
-            elif fields[0] == "$$":
-                per_ip = value
-            else:
-                networks.append((parse_network(fields[0]), value))
-        return cls(total, per_ip, networks)
+        return cls(*_parse_limits(limits, lambda text: int(text) if text.isdigit() else None,
+                                  "'$ 1000', '$$ 10', '10.0.0.0/8 5'"))
 
     def _ip_limit(self, ip):
         if ip is not None:
@@ -100,6 +88,103 @@ class ConnLimiter:
             self._by_ip[key] = left
         else:
             self._by_ip.pop(key, None)
+
+
+def _parse_limits(limits, number, example):
+    """GOST's ``limits`` lines: ``(total, per_ip, [(network, value)])``; ValueError names the bad line."""
+    total = per_ip = None
+    networks = []
+    for entry in limits:
+        fields = str(entry).split()
+        value = number(fields[1]) if len(fields) == 2 else None
+        if value is None:
+            raise ValueError("invalid limit %r (want e.g. %s)" % (entry, example))
+        if fields[0] == "$":
+            total = value
+        elif fields[0] == "$$":
+            per_ip = value
+        else:
+            networks.append((parse_network(fields[0]), value))
+    return total, per_ip, networks
+
+
+def _positive_rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 < value < float("inf") else None
+
+
+class _Bucket:
+    """Tokens refilled at ``rate`` a second, up to ``rate`` (one second's worth)."""
+
+    __slots__ = ("rate", "tokens", "at")
+
+    def __init__(self, rate, now):
+        self.rate, self.tokens, self.at = rate, rate, now
+
+    def take(self, now):
+        tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if tokens < 1:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1
+        return True
+
+
+class RateLimiter:
+    """GOST's ``rlimiter``: new connections a second, for the service (``$``), per client IP
+    (``$$``) and for IPs in a network (``10.0.0.0/8 5``, the most specific wins).
+
+    Token buckets, refilled by the clock when a connection arrives: nothing
+    waits or polls.  A client over its rate is refused at once.  Buckets of
+    clients that went quiet are dropped once there are many.
+    """
+
+    #: per-client buckets kept before the full (idle) ones are dropped
+    MAX_CLIENTS = 10000
+
+    def __init__(self, total=None, per_ip=None, networks=()):
+        self.networks = sorted(networks, key=lambda item: -item[0].prefixlen)
+        self.per_ip = per_ip
+        self._total = _Bucket(total, time.monotonic()) if total else None
+        self._clients = {}
+
+    @classmethod
+    def parse(cls, limits):
+        return cls(*_parse_limits(limits, _positive_rate, "'$ 100', '$$ 10', '10.0.0.0/8 5' (a second)"))
+
+    def _rate(self, ip):
+        if ip is not None:
+            for net, value in self.networks:
+                if net.version == ip.version and ip in net:
+                    return value
+        return self.per_ip
+
+    def allow(self, address):
+        """None if a new connection from ``address`` may go on, else why not."""
+        now = time.monotonic()
+        ip = _ip(address)
+        rate = self._rate(ip)
+        if rate is not None:
+            key = str(ip) if ip is not None else address
+            bucket = self._clients.get(key)
+            if bucket is None:
+                if len(self._clients) >= self.MAX_CLIENTS:
+                    self._forget_idle(now)
+                bucket = self._clients[key] = _Bucket(rate, now)
+            if not bucket.take(now):
+                return "connection rate %g/s per client exceeded by %s" % (rate, key)
+        if self._total is not None and not self._total.take(now):
+            return "service connection rate %g/s exceeded" % self._total.rate
+        return None
+
+    def _forget_idle(self, now):
+        for key, bucket in list(self._clients.items()):
+            if bucket.tokens + (now - bucket.at) * bucket.rate >= bucket.rate:
+                del self._clients[key]
 
 
 class RateLimitedLog:

@@ -87,6 +87,9 @@ class NoMetrics:
     def cluster_forward(self, service, node):
         pass
 
+    def rate_limited(self, service):
+        pass
+
 
 #: the metrics of a process that collects none
 OFF = NoMetrics()
@@ -136,6 +139,9 @@ class Metrics(NoMetrics):
         self._cluster_forwards = Counter("gostgev_cluster_forwards_total",
                                          "Total visitors and HTTP requests sent to another node of the cluster",
                                          ["host", "service", "node"], registry=reg)
+        self._rate_limited = Counter("gostgev_rlimiter_refused_total",
+                                     "Total connections refused for coming faster than the service's rlimiter allows",
+                                     ["host", "service"], registry=reg)
         self._http_requests = Counter("gostgev_http_requests_total", "Total HTTP requests routed, by status class",
                                       ["host", "service", "code"], registry=reg)
         self._services.labels(host).set(0)
@@ -183,6 +189,9 @@ class Metrics(NoMetrics):
 
     def cluster_forward(self, service, node):
         self._cluster_forwards.labels(self.host, service, node).inc()
+
+    def rate_limited(self, service):
+        self._rate_limited.labels(self.host, service).inc()
 
 
 # -- HTTP servers ---------------------------------------------------------------

@@ -12,7 +12,8 @@ apply no policy: services and tunnel entrypoints put this in front of them.
 
 from gostgev.connection import HTTP_PROBE_SECONDS, Connection
 from gostgev.errors import ProtocolError
-from gostgev.limits import ConnLimiter, RateLimitedLog
+from gostgev.limits import ConnLimiter, RateLimitedLog, RateLimiter
+from gostgev.metrics import OFF
 from gostgev.netio.peek import PeerClosed
 from gostgev.netio.proxyproto import accept_proxy_header
 
@@ -20,12 +21,14 @@ __all__ = ["Gate", "accept_pipeline"]
 
 
 class Gate:
-    """Admission and connection limits in front of a handler."""
+    """Admission, the connection rate (``rlimiter``) and connection limits in front of a handler."""
 
-    def __init__(self, config, log):
+    def __init__(self, config, log, metrics=OFF):
         self.warn = RateLimitedLog(log)
-        self.climits = None
-        self.limiter = None
+        self.metrics = metrics
+        self.service = config.name
+        self.climits = self.rlimits = None
+        self.limiter = self.rate = None
         self.update(config)
 
     def update(self, config):
@@ -35,12 +38,22 @@ class Gate:
             # Live connections release on the limiter that counted them.
             self.climits = config.climits
             self.limiter = ConnLimiter.parse(config.climits) if config.climits else None
+        if config.rlimits != self.rlimits:
+            self.rlimits = config.rlimits
+            self.rate = RateLimiter.parse(config.rlimits) if config.rlimits else None
 
     def admit(self, conn, ip, log):
         """The limiter that counted this client (release it when done), True, or None when refused."""
         if self.admission is not None and not self.admission.allows(ip):
             self.warn.warning("admission", "client %s refused by admission, closing", ip)
             return None
+        if self.rate is not None:
+            reason = self.rate.allow(ip)
+            if reason is not None:
+                # As GOST: closed at once, nothing said; counted, and logged once a second at most.
+                self.metrics.rate_limited(self.service)
+                self.warn.warning("rlimiter", "%s, closing", reason)
+                return None
         limiter = self.limiter
         if limiter is None:
             return True

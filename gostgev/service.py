@@ -63,7 +63,7 @@ class Service:
         self.handler = HANDLERS.get(config.handler.type)(config, self.log, context.metrics)
         self.listener = LISTENERS.get(config.listener.type)(config, self.log, reuse_port=context.reuse_port,
                                                             metrics=context.metrics)
-        self.gate = Gate(config, self.log)
+        self.gate = Gate(config, self.log, context.metrics)
 
     @property
     def address(self):

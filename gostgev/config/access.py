@@ -21,7 +21,7 @@ from gostgev.config.model import (
 )
 from gostgev.errors import ConfigError
 from gostgev.ingress import Rule, parse_endpoint, parse_rule_host, parse_rules
-from gostgev.limits import Admission, ConnLimiter, parse_network
+from gostgev.limits import Admission, ConnLimiter, RateLimiter, parse_network
 from gostgev.textfile import read_text
 
 
@@ -91,16 +91,22 @@ def parse_admission(sec, name):
     return Admission(networks, whitelist=whitelist)
 
 
-def parse_climiter(sec, name):
+def parse_climiter(sec, name, limiter=ConnLimiter):
+    """A ``climiters`` entry (or, with ``limiter=RateLimiter``, an ``rlimiters`` one): its
+    ``limits`` strings, checked."""
     limits = sec.raw("limits", [])
     limits = tuple(str(x) for x in (limits if isinstance(limits, list) else [limits]))
     try:
-        ConnLimiter.parse(limits)
+        limiter.parse(limits)
     except ValueError as exc:
         raise ConfigError(sec.key_path("limits"), str(exc)) from None
     sec.unsupported("file", "redis", "http", "plugin", "reload")
     sec.finish()
     return limits
+
+
+def parse_rlimiter(sec, name):
+    return parse_climiter(sec, name, RateLimiter)
 
 
 def parse_auth(sec):

@@ -15,6 +15,7 @@ from gostgev.config.access import (
     parse_auther,
     parse_climiter,
     parse_ingress,
+    parse_rlimiter,
     parse_sd,
     parse_tls,
     section_refs,
@@ -41,11 +42,11 @@ __all__ = ["load_file", "read_file", "build_config", "Components"]
 # accepted so a GOST file loads unchanged, with one warning each.
 _UNSUPPORTED_TOP = (
     "bypasses", "resolvers", "hosts",
-    "limiters", "rlimiters", "quotas", "observers", "recorders", "routers",
+    "limiters", "quotas", "observers", "recorders", "routers",
     "rewriters", "caches", "loggers", "profiling", "plugins",
 )
 _UNSUPPORTED_SERVICE = (
-    "bypass", "bypasses", "rlimiter", "limiter",
+    "bypass", "bypasses", "limiter",
     "interface", "sockopts", "observer", "recorders", "resolver", "hosts", "logger", "loggers",
     "status",
 )
@@ -99,9 +100,11 @@ def build_config(raw, warnings, components, base_dir="."):
     authers = _named(root, "authers", lambda sec, name: parse_auther(sec, name, env))
     admissions = _named(root, "admissions", parse_admission)
     climiters = _named(root, "climiters", parse_climiter)
+    rlimiters = _named(root, "rlimiters", parse_rlimiter)
     default_tls = parse_tls(root.section("tls"), env)
     sds = _named(root, "sds", lambda sec, name: parse_sd(sec, name, env))
-    named = {"authers": authers, "admissions": admissions, "climiters": climiters, "tls": default_tls,
+    named = {"authers": authers, "admissions": admissions, "climiters": climiters, "rlimiters": rlimiters,
+             "tls": default_tls,
              "sds": sds}
     services, names = [], set()
     for index, svc in enumerate(root.sections("services")):
@@ -224,6 +227,7 @@ def _service(svc, index, hops, chains, ingresses, components, env):
     listener_options = parse_options(listeners.get(listener_type), listener_md)
     admission = section_refs(svc, ("admission", "admissions"), components["admissions"], "admission")
     climits = section_refs(svc, ("climiter",), components["climiters"], "climiter")
+    rlimits = section_refs(svc, ("rlimiter",), components["rlimiters"], "rlimiter")
     service_md = svc.metadata()
     proxy_protocol = read(ServiceMetadata, service_md).proxy_protocol
     svc.unsupported(*_UNSUPPORTED_SERVICE)
@@ -237,6 +241,7 @@ def _service(svc, index, hops, chains, ingresses, components, env):
                                 options=listener_options),
         forwarder=forwarder, metadata=service_md, proxy_protocol=proxy_protocol,
         admission=admission[0] if admission else None, climits=climits[0] if climits else (),
+        rlimits=rlimits[0] if rlimits else (),
     )
 
 

@@ -254,3 +254,18 @@ def test_a_typo_in_an_entrypoint_item_is_named(tmp_path):
     assert result.returncode == 0, result.stderr
     assert warnings_of(result) == ['gostgev: warning: services[0].handler.metadata.entrypoints[0].ingres: '
                                    'unknown key (did you mean "ingress"?)']
+
+
+def test_rlimiters_load_and_their_mistakes_name_the_key(tmp_path):
+    conf = write(tmp_path, FORWARD.format(metadata="sniffing: true")
+                 + "  rlimiter: r0\nrlimiters:\n- name: r0\n  limits: ['$ 100', '$$ 2.5', '10.0.0.0/8 50']\n")
+    result = gostgev("-c", conf, "-O", "yaml")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    bad = write(tmp_path, FORWARD.format(metadata="sniffing: true")
+                + "  rlimiter: r0\nrlimiters:\n- name: r0\n  limits: ['$$ fast']\n")
+    result = gostgev("-c", bad, "-O", "yaml")
+    assert result.returncode == 2 and "rlimiters[0].limits" in result.stderr
+    unknown = write(tmp_path, FORWARD.format(metadata="sniffing: true") + "  rlimiter: nope\n")
+    result = gostgev("-c", unknown, "-O", "yaml")
+    assert result.returncode == 2 and "services[0].rlimiter" in result.stderr

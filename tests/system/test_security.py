@@ -2,11 +2,15 @@
 
 import os
 import random
+import time
 
 import gevent
 import pytest
+from prometheus_client import generate_latest
 
 from gostgev.codec import relay
+from gostgev.metrics import Metrics
+from gostgev.service import ServiceContext
 from tests.conftest import connect, echo_then_bye, http_get, name_responder, recv_all, settled, wait_until
 from tests.handler.test_tunnel import TUNNEL_A, TUNNEL_B, client_config, server_config
 
@@ -77,7 +81,7 @@ def test_relay_handler_requires_auth(start_services, backend):
 def forwarder(start_services, target, **service):
     raw = {"services": [{"name": "fwd", "addr": "127.0.0.1:0", "handler": {"type": "tcp", "metadata": {
         "sniffing": True}}, "forwarder": {"nodes": [{"name": "n", "addr": target}]}, **service}]}
-    for key in ("admissions", "climiters"):
+    for key in ("admissions", "climiters", "rlimiters"):
         if key in service:
             raw[key] = service.pop(key)
             raw["services"][0].pop(key)
@@ -190,3 +194,52 @@ def test_oversized_heads_are_refused_and_the_service_goes_on(start_services, bac
         assert recv_all(sock) == b""
     assert http_get(port, "x") == (200, b"site")
     assert site.connections == 1
+
+
+def say_hi(port, data=b"\x00hi"):
+    """What an echo-then-bye backend answered through ``port``; b"" when the proxy closed the connection
+    (a reset: it closed with our bytes unread)."""
+    with connect(port) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(1)
+            return recv_all(sock)
+        except ConnectionResetError:
+            return b""
+
+
+def test_connection_rate_per_client_is_held_to_its_limit(start_services, backend):
+    """``$$ 40``: 40 new connections a second from one IP, with a second's worth at once."""
+    echo = backend(echo_then_bye)
+    port = forwarder(start_services, echo.addr, rlimiter="rate", rlimiters=[{"name": "rate", "limits": ["$$ 40"]}])
+    served = refused = 0
+    started = time.monotonic()
+    for _ in range(2000):                     # as fast as one client can, for 2.5 seconds
+        if time.monotonic() - started >= 2.5:
+            break
+        if say_hi(port) == b"\x00hibye":
+            served += 1
+        else:
+            refused += 1
+    elapsed = time.monotonic() - started
+    assert refused > 0
+    rate = (served - 40) / elapsed            # beyond the first second's worth, taken at once
+    assert abs(rate - 40) <= 4, "served %d in %.2fs: %.1f a second" % (served, elapsed, rate)
+
+
+def test_the_service_rate_counts_every_client_and_shows_in_metrics(start_services, backend):
+    echo = backend(echo_then_bye)
+    metrics = Metrics()
+    raw = {"services": [{"name": "fwd", "addr": "127.0.0.1:0", "handler": {"type": "tcp"}, "rlimiter": "rate",
+                         "forwarder": {"nodes": [{"name": "n", "addr": echo.addr}]}}],
+           "rlimiters": [{"name": "rate", "limits": ["$ 5"]}]}
+    port = start_services(raw, context=ServiceContext(metrics=metrics))["fwd"].address[1]
+    started = time.monotonic()
+    answers = [say_hi(port) for _ in range(8)]
+    elapsed = time.monotonic() - started
+    served = answers.count(b"\x00hibye")
+    # Five at once, and one more for every fifth of a second the eight took.
+    assert 5 <= served <= 5 + int(elapsed * 5) and answers.count(b"") == 8 - served
+    text = generate_latest(metrics.registry).decode()
+    [counted] = [line for line in text.splitlines() if line.startswith("gostgev_rlimiter_refused_total{")]
+    assert float(counted.split()[-1]) == 8 - served
