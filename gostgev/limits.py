@@ -14,9 +14,13 @@ ends, so memory follows the live connections, not the history.
 """
 
 import ipaddress
+import re
 import time
 
-__all__ = ["Admission", "ConnLimiter", "RateLimiter", "RateLimitedLog", "parse_network"]
+from gostgev.netio.throttle import TokenBucket
+
+__all__ = ["Admission", "BandwidthLimiter", "ConnLimiter", "RateLimiter", "RateLimitedLog", "parse_network",
+           "parse_rate"]
 
 
 def parse_network(text):
@@ -185,6 +189,87 @@ class RateLimiter:
         for key, bucket in list(self._clients.items()):
             if bucket.tokens + (now - bucket.at) * bucket.rate >= bucket.rate:
                 del self._clients[key]
+
+
+_RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(I?B)?", re.IGNORECASE)
+_UNIT = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_rate(text):
+    """Bytes a second from GOST's ``128KB``, ``10MB``, ``1GB`` (binary units; ``B`` may be left
+    out, ``KiB`` is the same as ``KB``); None for zero or a negative rate (no limit).
+    ValueError for anything else."""
+    text = str(text).strip()
+    if text.startswith("-"):
+        return None
+    match = _RATE.fullmatch(text)
+    if match is None:
+        raise ValueError("invalid rate %r (want e.g. 512KB, 10MB, 1GB)" % text)
+    value = float(match[1]) * _UNIT[match[2].upper()]
+    return value if value > 0 else None
+
+
+class BandwidthLimiter:
+    """GOST's ``limiter``: bytes a second in (from the client) and out (to it), for the whole
+    service (``$``), for each connection (``$$``) and for each client IP in a network
+    (``192.168.0.0/16 1MB 5MB``, the most specific wins).  A missing out rate means none.
+
+    :meth:`buckets` gives a new connection the token buckets it is charged to.
+    """
+
+    #: per-client buckets kept before the full (idle) ones are dropped
+    MAX_CLIENTS = 10000
+
+    def __init__(self, service=(None, None), connection=(None, None), networks=()):
+        self.connection = connection
+        self.networks = sorted(networks, key=lambda item: -item[0].prefixlen)
+        self._service = tuple(TokenBucket(rate) if rate else None for rate in service)
+        self._clients = {}
+
+    @classmethod
+    def parse(cls, limits):
+        service, connection, networks = (None, None), (None, None), []
+        for entry in limits:
+            fields = str(entry).split()
+            if len(fields) not in (2, 3):
+                raise ValueError("invalid limit %r (want e.g. '$ 100MB 100MB', '$$ 10MB', "
+                                 "'192.168.0.0/16 1MB 5MB')" % entry)
+            rates = (parse_rate(fields[1]), parse_rate(fields[2]) if len(fields) == 3 else None)
+            if fields[0] == "$":
+                service = rates
+            elif fields[0] == "$$":
+                connection = rates
+            else:
+                networks.append((parse_network(fields[0]), rates))
+        return cls(service, connection, networks)
+
+    def _client(self, ip):
+        if ip is None:
+            return (None, None)
+        key = str(ip)
+        buckets = self._clients.get(key)
+        if buckets is None:
+            rates = next((rates for net, rates in self.networks if net.version == ip.version and ip in net), None)
+            if rates is None:
+                return (None, None)
+            if len(self._clients) >= self.MAX_CLIENTS:
+                self._forget_idle()
+            buckets = self._clients[key] = tuple(TokenBucket(rate) if rate else None for rate in rates)
+        return buckets
+
+    def _forget_idle(self):
+        now = time.monotonic()
+        for key, buckets in list(self._clients.items()):
+            if all(b is None or b.tokens + (now - b.at) * b.rate >= b.rate for b in buckets):
+                del self._clients[key]
+
+    def buckets(self, address):
+        """``(inbound, outbound)`` bucket lists for a new connection from ``address``."""
+        own = tuple(TokenBucket(rate) if rate else None for rate in self.connection)
+        client = self._client(_ip(address))
+        inbound = [b for b in (self._service[0], own[0], client[0]) if b is not None]
+        outbound = [b for b in (self._service[1], own[1], client[1]) if b is not None]
+        return inbound, outbound
 
 
 class RateLimitedLog:

@@ -90,6 +90,9 @@ class NoMetrics:
     def rate_limited(self, service):
         pass
 
+    def limiter_wait(self, service, direction, seconds):
+        pass
+
 
 #: the metrics of a process that collects none
 OFF = NoMetrics()
@@ -142,6 +145,9 @@ class Metrics(NoMetrics):
         self._rate_limited = Counter("gostgev_rlimiter_refused_total",
                                      "Total connections refused for coming faster than the service's rlimiter allows",
                                      ["host", "service"], registry=reg)
+        self._limiter_waits = Counter("gostgev_limiter_wait_seconds_total",
+                                      "Seconds connections waited for their bandwidth limiter, by direction",
+                                      ["host", "service", "direction"], registry=reg)
         self._http_requests = Counter("gostgev_http_requests_total", "Total HTTP requests routed, by status class",
                                       ["host", "service", "code"], registry=reg)
         self._services.labels(host).set(0)
@@ -192,6 +198,9 @@ class Metrics(NoMetrics):
 
     def rate_limited(self, service):
         self._rate_limited.labels(self.host, service).inc()
+
+    def limiter_wait(self, service, direction, seconds):
+        self._limiter_waits.labels(self.host, service, direction).inc(seconds)
 
 
 # -- HTTP servers ---------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 In wire order::
 
-    [PROXY header] -> admission and connection limits -> [transport upgrade] -> handle
+    [PROXY header] -> admission and connection limits -> [transport upgrade] -> [bandwidth limits] -> handle
 
 A PROXY header precedes everything else on the wire and names the real
 client, so it is read first; admission runs before any costly TLS
@@ -12,10 +12,11 @@ apply no policy: services and tunnel entrypoints put this in front of them.
 
 from gostgev.connection import HTTP_PROBE_SECONDS, Connection
 from gostgev.errors import ProtocolError
-from gostgev.limits import ConnLimiter, RateLimitedLog, RateLimiter
+from gostgev.limits import BandwidthLimiter, ConnLimiter, RateLimitedLog, RateLimiter
 from gostgev.metrics import OFF
 from gostgev.netio.peek import PeerClosed
 from gostgev.netio.proxyproto import accept_proxy_header
+from gostgev.netio.throttle import Throttled
 
 __all__ = ["Gate", "accept_pipeline"]
 
@@ -27,8 +28,8 @@ class Gate:
         self.warn = RateLimitedLog(log)
         self.metrics = metrics
         self.service = config.name
-        self.climits = self.rlimits = None
-        self.limiter = self.rate = None
+        self.climits = self.rlimits = self.limits = None
+        self.limiter = self.rate = self.bandwidth = None
         self.update(config)
 
     def update(self, config):
@@ -41,6 +42,10 @@ class Gate:
         if config.rlimits != self.rlimits:
             self.rlimits = config.rlimits
             self.rate = RateLimiter.parse(config.rlimits) if config.rlimits else None
+        if config.limits != self.limits:
+            # Live connections keep the buckets they were given.
+            self.limits = config.limits
+            self.bandwidth = BandwidthLimiter.parse(config.limits) if config.limits else None
 
     def admit(self, conn, ip, log):
         """The limiter that counted this client (release it when done), True, or None when refused."""
@@ -65,6 +70,19 @@ class Gate:
         return None
 
 
+    def throttle(self, conn, ip):
+        """``conn``, or with a bandwidth ``limiter``, ``conn`` charged to its token buckets."""
+        bandwidth = self.bandwidth
+        if bandwidth is None:
+            return conn
+        inbound, outbound = bandwidth.buckets(ip)
+        if not inbound and not outbound:
+            return conn
+        service, metrics = self.service, self.metrics
+        return Throttled(conn, inbound, outbound,
+                         on_wait=lambda direction, seconds: metrics.limiter_wait(service, direction, seconds))
+
+
 def accept_pipeline(handle, log, proxy=False, gate=None, upgrade=None):
     """``accepted(conn, address, meta=None)`` for a listener: the steps in wire order, then ``handle``.
 
@@ -85,11 +103,12 @@ def accept_pipeline(handle, log, proxy=False, gate=None, upgrade=None):
             return
         try:
             if upgrade is None:
-                return handle(conn, address, meta)
+                return handle(gate.throttle(conn, address[0]) if gate is not None else conn, address, meta)
             upgraded = upgrade(conn, address)
             if upgraded is not None:
                 try:
-                    return handle(upgraded, address, meta)
+                    return handle(gate.throttle(upgraded, address[0]) if gate is not None else upgraded, address,
+                                  meta)
                 finally:
                     upgraded.close()
         finally:

@@ -21,7 +21,7 @@ from gostgev.config.model import (
 )
 from gostgev.errors import ConfigError
 from gostgev.ingress import Rule, parse_endpoint, parse_rule_host, parse_rules
-from gostgev.limits import Admission, ConnLimiter, RateLimiter, parse_network
+from gostgev.limits import Admission, BandwidthLimiter, ConnLimiter, RateLimiter, parse_network
 from gostgev.textfile import read_text
 
 
@@ -107,6 +107,10 @@ def parse_climiter(sec, name, limiter=ConnLimiter):
 
 def parse_rlimiter(sec, name):
     return parse_climiter(sec, name, RateLimiter)
+
+
+def parse_limiter(sec, name):
+    return parse_climiter(sec, name, BandwidthLimiter)
 
 
 def parse_auth(sec):

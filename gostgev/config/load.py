@@ -15,6 +15,7 @@ from gostgev.config.access import (
     parse_auther,
     parse_climiter,
     parse_ingress,
+    parse_limiter,
     parse_rlimiter,
     parse_sd,
     parse_tls,
@@ -42,11 +43,11 @@ __all__ = ["load_file", "read_file", "build_config", "Components"]
 # accepted so a GOST file loads unchanged, with one warning each.
 _UNSUPPORTED_TOP = (
     "bypasses", "resolvers", "hosts",
-    "limiters", "quotas", "observers", "recorders", "routers",
+    "quotas", "observers", "recorders", "routers",
     "rewriters", "caches", "loggers", "profiling", "plugins",
 )
 _UNSUPPORTED_SERVICE = (
-    "bypass", "bypasses", "limiter",
+    "bypass", "bypasses",
     "interface", "sockopts", "observer", "recorders", "resolver", "hosts", "logger", "loggers",
     "status",
 )
@@ -101,10 +102,11 @@ def build_config(raw, warnings, components, base_dir="."):
     admissions = _named(root, "admissions", parse_admission)
     climiters = _named(root, "climiters", parse_climiter)
     rlimiters = _named(root, "rlimiters", parse_rlimiter)
+    limiters = _named(root, "limiters", parse_limiter)
     default_tls = parse_tls(root.section("tls"), env)
     sds = _named(root, "sds", lambda sec, name: parse_sd(sec, name, env))
     named = {"authers": authers, "admissions": admissions, "climiters": climiters, "rlimiters": rlimiters,
-             "tls": default_tls,
+             "limiters": limiters, "tls": default_tls,
              "sds": sds}
     services, names = [], set()
     for index, svc in enumerate(root.sections("services")):
@@ -228,6 +230,7 @@ def _service(svc, index, hops, chains, ingresses, components, env):
     admission = section_refs(svc, ("admission", "admissions"), components["admissions"], "admission")
     climits = section_refs(svc, ("climiter",), components["climiters"], "climiter")
     rlimits = section_refs(svc, ("rlimiter",), components["rlimiters"], "rlimiter")
+    limits = section_refs(svc, ("limiter",), components["limiters"], "limiter")
     service_md = svc.metadata()
     proxy_protocol = read(ServiceMetadata, service_md).proxy_protocol
     svc.unsupported(*_UNSUPPORTED_SERVICE)
@@ -241,7 +244,7 @@ def _service(svc, index, hops, chains, ingresses, components, env):
                                 options=listener_options),
         forwarder=forwarder, metadata=service_md, proxy_protocol=proxy_protocol,
         admission=admission[0] if admission else None, climits=climits[0] if climits else (),
-        rlimits=rlimits[0] if rlimits else (),
+        rlimits=rlimits[0] if rlimits else (), limits=limits[0] if limits else (),
     )
 
 

@@ -228,6 +228,7 @@ class ServiceConfig:
     admission: object = None  #: gostgev.limits.Admission or None
     climits: tuple = ()       #: GOST climiter limit strings, checked at load time
     rlimits: tuple = ()       #: GOST rlimiter limit strings (new connections a second), checked at load time
+    limits: tuple = ()        #: GOST limiter limit strings (bytes a second in and out), checked at load time
     proxy_protocol: int = 0   #: metadata proxyProtocol: accept PROXY headers (v1 and v2) when > 0
 
 

@@ -269,3 +269,16 @@ def test_rlimiters_load_and_their_mistakes_name_the_key(tmp_path):
     unknown = write(tmp_path, FORWARD.format(metadata="sniffing: true") + "  rlimiter: nope\n")
     result = gostgev("-c", unknown, "-O", "yaml")
     assert result.returncode == 2 and "services[0].rlimiter" in result.stderr
+
+
+def test_limiters_load_and_their_mistakes_name_the_key(tmp_path):
+    conf = write(tmp_path, FORWARD.format(metadata="sniffing: true")
+                 + "  limiter: l0\nlimiters:\n- name: l0\n"
+                 + "  limits: ['$ 100MB 100MB', '$$ 10MB', '10.0.0.0/8 512KB 1MB']\n")
+    result = gostgev("-c", conf, "-O", "yaml")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    bad = write(tmp_path, FORWARD.format(metadata="sniffing: true")
+                + "  limiter: l0\nlimiters:\n- name: l0\n  limits: ['$$ 10 furlongs']\n")
+    result = gostgev("-c", bad, "-O", "yaml")
+    assert result.returncode == 2 and "limiters[0].limits" in result.stderr and "furlongs" in result.stderr

@@ -81,7 +81,7 @@ def test_relay_handler_requires_auth(start_services, backend):
 def forwarder(start_services, target, **service):
     raw = {"services": [{"name": "fwd", "addr": "127.0.0.1:0", "handler": {"type": "tcp", "metadata": {
         "sniffing": True}}, "forwarder": {"nodes": [{"name": "n", "addr": target}]}, **service}]}
-    for key in ("admissions", "climiters", "rlimiters"):
+    for key in ("admissions", "climiters", "rlimiters", "limiters"):
         if key in service:
             raw[key] = service.pop(key)
             raw["services"][0].pop(key)
@@ -243,3 +243,73 @@ def test_the_service_rate_counts_every_client_and_shows_in_metrics(start_service
     text = generate_latest(metrics.registry).decode()
     [counted] = [line for line in text.splitlines() if line.startswith("gostgev_rlimiter_refused_total{")]
     assert float(counted.split()[-1]) == 8 - served
+
+
+#: bytes a second the bandwidth tests allow
+RATE = 256 * 1024
+
+
+def sink_then_count(sock, _address):
+    """A backend that reads everything, then answers how many bytes it got."""
+    total = 0
+    for _ in range(100000):
+        data = sock.recv(65536)
+        if not data:
+            break
+        total += len(data)
+    sock.sendall(b"%d" % total)
+
+
+def timed_download(port, size):
+    """Seconds from the first byte past one second's worth (the bucket's start) to the last."""
+    with connect(port) as sock:
+        sock.sendall(b"GET /%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % size)
+        got, mark = 0, None
+        for _ in range(100000):
+            data = sock.recv(65536)
+            if not data:
+                break
+            got += len(data)
+            if mark is None and got >= RATE:
+                mark = (time.monotonic(), got)
+    return got, mark
+
+
+
+def test_bandwidth_out_per_connection_is_held_to_its_rate(start_services, backend):
+    def big(sock, _address):
+        head = sock.recv(4096)
+        size = int(head.split(b" ")[1][1:])
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size + b"x" * size)
+
+    site = backend(big)
+    port = forwarder(start_services, site.addr, limiter="bw",
+                     limiters=[{"name": "bw", "limits": ["$$ 1MB 256KB"]}])
+    size = 3 * RATE
+    got, (marked, at) = timed_download(port, size)
+    ended = time.monotonic()
+    rate = (got - at) / (ended - marked)
+    assert got > size and abs(rate - RATE) <= 0.1 * RATE, "%.0f bytes a second" % rate
+
+
+def test_bandwidth_in_is_held_to_its_rate_and_shows_in_metrics(start_services, backend):
+    sink = backend(sink_then_count)
+    metrics = Metrics()
+    raw = {"services": [{"name": "fwd", "addr": "127.0.0.1:0", "handler": {"type": "tcp"}, "limiter": "bw",
+                         "forwarder": {"nodes": [{"name": "n", "addr": sink.addr}]}}],
+           "limiters": [{"name": "bw", "limits": ["$ 256KB"]}]}
+    port = start_services(raw, context=ServiceContext(metrics=metrics))["fwd"].address[1]
+    payload = b"\x00" + b"y" * (3 * RATE)
+    with connect(port) as sock:
+        started = time.monotonic()
+        sock.sendall(payload)
+        sock.shutdown(1)
+        answer = recv_all(sock)
+        elapsed = time.monotonic() - started
+    assert answer == b"%d" % len(payload)
+    rate = (len(payload) - RATE) / elapsed          # the first second's worth goes at once
+    assert abs(rate - RATE) <= 0.1 * RATE, "%.0f bytes a second" % rate
+    text = generate_latest(metrics.registry).decode()
+    [waited] = [line for line in text.splitlines() if line.startswith("gostgev_limiter_wait_seconds_total{")
+                and 'direction="in"' in line]
+    assert float(waited.split()[-1]) > 1.0
