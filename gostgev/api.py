@@ -12,6 +12,8 @@ Routes, under an optional ``pathPrefix``::
     POST   /ingresses/<name>/rules         {hostname, endpoint} -> 201 (200 if it replaced a rule)
     DELETE /ingresses/<name>/rules/<host>  -> 204
     POST   /config/reload                  {"ok": true, "message"} | 500 {"ok": false, "error"}
+    GET|POST /config, POST /config/<section>, PUT|DELETE /config/<section>/<name>
+                                           GOST's configuration routes (gostgev.gostapi)
 
 Ingress and rule shapes are GOST's ``IngressConfig``; ``POST /config/reload``
 is GOST's route (GOST has no bare ``/reload``).  Errors are ``{"error": "..."}``.
@@ -36,6 +38,7 @@ import re
 import time
 
 from gostgev.addr import format_address, host_without_port
+from gostgev.gostapi import CONFIG_ROUTES, GostConfigRoutes, GostError, RawBody
 from gostgev.ingress import Rule, parse_endpoint, parse_rule_host
 from gostgev.logsetup import get_logger
 from gostgev.metrics import WWW_AUTHENTICATE, AdminServer, basic_auth_user
@@ -46,7 +49,7 @@ __all__ = ["ApiServer", "MAX_BODY"]
 MAX_BODY = 64 * 1024
 
 _REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large",
+            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
             500: "Internal Server Error"}
 
 _NAME = "(?P<name>[^/]+)"
@@ -60,6 +63,7 @@ ROUTES = [(re.compile(pattern + r"\Z"), methods) for pattern, methods in [
     (r"/ingresses/" + _NAME + "/rules", {"GET": "get_rules", "POST": "add_rule"}),
     (r"/ingresses/" + _NAME + "/rules/(?P<hostname>[^/]+)", {"DELETE": "delete_rule"}),
     (r"/config/reload", {"POST": "reload"}),
+    *CONFIG_ROUTES,                 # GOST's configuration routes (gostgev.gostapi)
 ]]
 
 
@@ -104,7 +108,7 @@ def read_json(environ):
     return body
 
 
-class ApiServer(AdminServer):
+class ApiServer(GostConfigRoutes, AdminServer):
     name = "api"
     #: the server refuses a larger body before reading it
     max_body = MAX_BODY
@@ -116,6 +120,8 @@ class ApiServer(AdminServer):
         self.bind_host = addr[0]
         self.access = get_logger("gostgev.api", kind="api") if access_log else None
         super().__init__(addr, self._app)
+
+    read_json = staticmethod(read_json)
 
     def start(self):
         if self.auther is None and not is_loopback(self.bind_host):
@@ -136,10 +142,15 @@ class ApiServer(AdminServer):
         except HttpError as exc:
             status, payload = exc.status, {"error": str(exc)}
             headers += exc.headers
+        except GostError as exc:
+            status, payload = exc.status, {"code": exc.code, "msg": exc.msg}
         except Exception:
             self.log.exception("api: %s %s failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             status, payload = 500, {"error": "internal error"}
-        body = b"" if payload is None else json.dumps(payload, default=str).encode() + b"\n"
+        if isinstance(payload, RawBody):
+            headers, body = [("Content-Type", payload.content_type)], payload.data
+        else:
+            body = b"" if payload is None else json.dumps(payload, default=str).encode() + b"\n"
         start_response("%d %s" % (status, _REASONS[status]), headers)
         if self.access is not None:
             self.access.info("%s %s %d", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), status,

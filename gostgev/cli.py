@@ -231,6 +231,7 @@ def run(config, args, pidfile=None, ready=_print_failure, children=(), worker=0,
     runtime = Runtime(reload_config, args.grace, on_reload=reloaded, context=ServiceContext(
         cluster=member, reuse_port=member is not None,
         metrics=Metrics() if config.metrics is not None else metrics_off))
+    runtime.config_path = args.config or None   # where the API's POST /config saves
     stopping = gevent.event.Event()
 
     def reload_periodically(period):

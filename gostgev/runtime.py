@@ -36,6 +36,7 @@ import gevent
 from gevent.lock import Semaphore
 
 from gostgev.accept import dup_socket, listen_key
+from gostgev.components import build_config
 from gostgev.errors import ConfigError
 from gostgev.service import Service, ServiceContext, ServiceError
 from gostgev.sources import Sources
@@ -61,6 +62,7 @@ class Runtime:
         self._lock = Semaphore()    # one reload at a time (SIGHUP and the API may race)
         self._warnings = []         # of the last reload: a quiet one repeats only new ones
         self.sources = Sources()    #: the refreshers of live ingress and auther sources
+        self.config_path = None     #: the file POST /config saves to (None: the config came from flags)
 
     def start(self, config):
         try:
@@ -99,6 +101,21 @@ class Runtime:
             message = "reloaded: %s" % (", ".join(changes) or "nothing changed")
             log.log(logging.DEBUG if quiet and not changes else logging.INFO, "%s", message)
             return True, message
+
+    def apply_raw(self, raw):
+        """Put the configuration document ``raw`` (GOST's shape) in place, atomically, as a
+        reload does; ``ConfigError`` if it is invalid, ``ReloadRefused`` if it cannot be
+        put in place (nothing changed either way).  The list of changes."""
+        with self._lock:
+            warnings = []
+            new = build_config(raw, warnings, base_dir=self.config.base_dir)
+            for warning in warnings:
+                log.warning("%s", warning)
+            changes = self._apply(new)
+            if self.on_reload is not None:
+                self.on_reload(new)
+            log.info("configuration changed through the API: %s", ", ".join(changes) or "nothing changed")
+            return changes
 
     def _apply(self, new):
         """Put ``new`` in place, all of it or nothing; the list of changes.
@@ -241,3 +258,13 @@ class ApiView:
 
     def reload(self):
         return self.runtime.reload()
+
+    def raw(self):
+        """The running configuration document (GOST's shape)."""
+        return self.runtime.config.raw if self.runtime.config is not None else None
+
+    def config_path(self):
+        return self.runtime.config_path
+
+    def apply_raw(self, raw):
+        return self.runtime.apply_raw(raw)

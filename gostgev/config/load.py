@@ -125,7 +125,7 @@ def build_config(raw, warnings, components, base_dir="."):
     root.finish()
     return Config(services=tuple(services), log=log, base_dir=base_dir, metrics=metrics, api=api,
                   chains=tuple(chains.values()), ingresses=tuple(ingresses.values()),
-                  authers=tuple(authers.values()))
+                  authers=tuple(authers.values()), raw=raw)
 
 
 def _named(root, key, parse):

@@ -253,3 +253,5 @@ class Config:
     authers: tuple = ()       #: AutherConfig values
     #: directory of the config file; relative paths in the config start here
     base_dir: str = "."
+    #: the document this was built from (GOST's shape), for the web API's GET /config and its edits
+    raw: dict = field(default=None, compare=False, repr=False)
