@@ -27,7 +27,8 @@ setup(
         "prometheus-client>=0.17",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "pytest-randomly>=3.15", "hypothesis>=6.90", "cryptography>=41"],
+        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "pytest-randomly>=3.15", "hypothesis>=6.90", "cryptography>=41",
+                 "selenium>=4.10"],
         "lint": ["ruff>=0.4"],
     },
     entry_points={"console_scripts": ["gostgev=gostgev.cli:main"]},

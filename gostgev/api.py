@@ -14,6 +14,7 @@ Routes, under an optional ``pathPrefix``::
     POST   /config/reload                  {"ok": true, "message"} | 500 {"ok": false, "error"}
     GET|POST /config, POST /config/<section>, PUT|DELETE /config/<section>/<name>
                                            GOST's configuration routes (gostgev.gostapi)
+    GET    /  or  /ui                      the live status page; GET /ui/data: what it shows (gostgev.statuspage)
 
 Ingress and rule shapes are GOST's ``IngressConfig``; ``POST /config/reload``
 is GOST's route (GOST has no bare ``/reload``).  Errors are ``{"error": "..."}``.
@@ -34,6 +35,7 @@ name a loopback host, which defeats DNS rebinding.
 
 import ipaddress
 import json
+import logging
 import re
 import time
 
@@ -42,6 +44,7 @@ from gostgev.gostapi import CONFIG_ROUTES, GostConfigRoutes, GostError, RawBody
 from gostgev.ingress import Rule, parse_endpoint, parse_rule_host
 from gostgev.logsetup import get_logger
 from gostgev.metrics import WWW_AUTHENTICATE, AdminServer, basic_auth_user
+from gostgev.statuspage import UI_ROUTES, RecentErrors, StatusPageRoutes
 
 __all__ = ["ApiServer", "MAX_BODY"]
 
@@ -64,6 +67,7 @@ ROUTES = [(re.compile(pattern + r"\Z"), methods) for pattern, methods in [
     (r"/ingresses/" + _NAME + "/rules/(?P<hostname>[^/]+)", {"DELETE": "delete_rule"}),
     (r"/config/reload", {"POST": "reload"}),
     *CONFIG_ROUTES,                 # GOST's configuration routes (gostgev.gostapi)
+    *UI_ROUTES,                     # the status page (gostgev.statuspage)
 ]]
 
 
@@ -108,7 +112,7 @@ def read_json(environ):
     return body
 
 
-class ApiServer(GostConfigRoutes, AdminServer):
+class ApiServer(StatusPageRoutes, GostConfigRoutes, AdminServer):
     name = "api"
     #: the server refuses a larger body before reading it
     max_body = MAX_BODY
@@ -119,6 +123,7 @@ class ApiServer(GostConfigRoutes, AdminServer):
         self.prefix = "/" + path_prefix.strip("/") if path_prefix.strip("/") else ""
         self.bind_host = addr[0]
         self.access = get_logger("gostgev.api", kind="api") if access_log else None
+        self.recent = RecentErrors()    #: the warnings and errors the status page shows
         super().__init__(addr, self._app)
 
     read_json = staticmethod(read_json)
@@ -127,6 +132,11 @@ class ApiServer(GostConfigRoutes, AdminServer):
         if self.auther is None and not is_loopback(self.bind_host):
             raise ValueError("api: auth is required when listening on %s" % format_address(self.address))
         super().start()
+        logging.getLogger("gostgev").addHandler(self.recent)
+
+    def stop(self, timeout=1):
+        logging.getLogger("gostgev").removeHandler(self.recent)
+        super().stop(timeout)
 
     def error_response(self, status, message):
         """The server's own refusals (bad request, body too large) in this API's JSON error shape."""

@@ -36,6 +36,7 @@ import gevent
 from gevent.lock import Semaphore
 
 from gostgev.accept import dup_socket, listen_key
+from gostgev.addr import format_address
 from gostgev.components import build_config
 from gostgev.errors import ConfigError
 from gostgev.service import Service, ServiceContext, ServiceError
@@ -216,7 +217,9 @@ class Runtime:
         return [(name, s.handler) for name, s in self.services.items() if hasattr(s.handler, "registry")]
 
     def services_info(self):
-        return [{"name": s.config.name, "addr": str(s.config.addr), "handler": s.config.handler.type,
+        """Each service: ``addr`` as configured, ``listening`` as bound (a config may ask for port 0)."""
+        return [{"name": s.config.name, "addr": str(s.config.addr),
+                 "listening": format_address(s.address) if s.address else None, "handler": s.config.handler.type,
                  "listener": s.config.listener.type} for s in self.services.values()]
 
     def tunnels(self):
