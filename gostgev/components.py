@@ -5,6 +5,7 @@ implementation: the registries of handlers, listeners, connectors and
 dialers, and the TLS file check, come from here.
 """
 
+from gostgev import udp  # noqa: F401  (registers the udp and rudp listeners and handler)
 from gostgev.config import load as _load
 from gostgev.connector import CONNECTORS
 from gostgev.dialer import DIALERS

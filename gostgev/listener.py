@@ -198,6 +198,8 @@ class WssListener(_ServerTls, WsListener):
 @LISTENERS.register("rtcp")
 class RtcpListener(TcpListener):
     accepts_chain = True
+    #: what the BIND asks for (``rudp`` binds for ``udp``)
+    network = "tcp"
 
     def __init__(self, service_config, log, reuse_port=False, metrics=OFF):
         super().__init__(service_config, log, reuse_port=reuse_port, metrics=metrics)
@@ -223,7 +225,7 @@ class RtcpListener(TcpListener):
         name = self.service_config.name
         self.sessions = BindSessions(self.chain, str(self.addr), lambda bound: self._accept(bound, accepted),
                                      self.log, count=self.chain.connections,
-                                     on_reconnect=lambda: self.metrics.tunnel_reconnect(name))
+                                     on_reconnect=lambda: self.metrics.tunnel_reconnect(name), network=self.network)
         self.sessions.start()
 
     @property

@@ -41,9 +41,10 @@ class BindSessions:
     """``count`` BIND sessions of ``addr`` through ``chain``, each served by ``serve(bound)``
     (which returns when the session dies) and bound again, until :meth:`close`."""
 
-    def __init__(self, chain, addr, serve, log, count=1, on_reconnect=None):
+    def __init__(self, chain, addr, serve, log, count=1, on_reconnect=None, network="tcp"):
         self.chain = chain
         self.addr = addr
+        self.network = network
         self.serve = serve
         self.log = log
         self.count = count
@@ -99,7 +100,7 @@ class BindSessions:
             self._reserve(nodes, 1)
             try:
                 try:
-                    bound = self.chain.bind(self.addr, route=route)
+                    bound = self.chain.bind(self.addr, network=self.network, route=route)
                 except (OSError, ProtocolError) as exc:
                     tried.update(nodes)
                     again = self._untried(tried)

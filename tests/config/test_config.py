@@ -113,9 +113,9 @@ def test_hops_can_serve_as_forwarders():
 
 @pytest.mark.parametrize("raw, message", [
     ({"services": [svc(handler={"type": "nope"})]},
-     'services[0].handler.type: unknown handler "nope" (known: file, forward, relay, rtcp, tcp, tunnel)'),
+     'services[0].handler.type: unknown handler "nope" (known: file, forward, relay, rtcp, rudp, tcp, tunnel, udp)'),
     ({"services": [svc(listener={"type": "quic"})]},
-     'services[0].listener.type: unknown listener "quic" (known: rtcp, tcp, tls, ws, wss)'),
+     'services[0].listener.type: unknown listener "quic" (known: rtcp, rudp, tcp, tls, udp, ws, wss)'),
     ({"services": [svc(handler={})]}, "services[0].handler.type: required"),
     ({"services": [svc(addr="localhost")]}, "services[0].addr: missing port"),
     ({"services": [svc(addr=":99999")]}, "services[0].addr: port 99999 out of range"),

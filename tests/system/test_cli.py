@@ -22,7 +22,8 @@ def gostgev(*args, env=None, timeout=20):
 
 @pytest.mark.parametrize("yaml_text, expected", [
     ("services:\n- name: s\n  addr: :1\n  handler: {type: nope}\n",
-     'gostgev: services[0].handler.type: unknown handler "nope" (known: file, forward, relay, rtcp, tcp, tunnel)'),
+     'gostgev: services[0].handler.type: unknown handler "nope" '
+     '(known: file, forward, relay, rtcp, rudp, tcp, tunnel, udp)'),
     ("services:\n- name: s\n  addr: nowhere\n  handler: {type: tcp}\n",
      "gostgev: services[0].addr: missing port in address 'nowhere'"),
     ("services: [\n", "invalid YAML"),
