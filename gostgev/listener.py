@@ -31,7 +31,7 @@ from gostgev.settings import STR, component_options, setting
 from gostgev.tunnelclient import RECONNECT_FIRST, RECONNECT_MAX, BindSessions
 
 # format_address and the reconnect delays are re-exported for the modules that still import them from here.
-__all__ = ["LISTENERS", "TcpListener", "RtcpListener", "format_address", "RECONNECT_FIRST", "RECONNECT_MAX"]
+__all__ = ["LISTENERS", "Listener", "TcpListener", "RtcpListener", "format_address", "RECONNECT_FIRST", "RECONNECT_MAX"]
 
 LISTENERS = Registry("listener")
 
@@ -39,8 +39,9 @@ LISTENERS = Registry("listener")
 STREAM_HEADER_TIMEOUT = 10.0
 
 
-@LISTENERS.register("tcp")
-class TcpListener:
+class Listener:
+    """What every listener shares: its options, parsed at config load, and its service's config."""
+
     accepts_chain = False
 
     #: the dataclass of ``listener.metadata``'s settings (gostgev.settings), None for none
@@ -57,6 +58,12 @@ class TcpListener:
         self.log = log
         self.reuse_port = reuse_port
         self.metrics = metrics
+
+
+@LISTENERS.register("tcp")
+class TcpListener(Listener):
+    def __init__(self, service_config, log, addr=None, reuse_port=False, metrics=OFF):
+        super().__init__(service_config, log, addr, reuse_port, metrics)
         self.server = None
         self._sock = None   # bound, not yet served
 

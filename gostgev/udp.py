@@ -28,7 +28,7 @@ from gostgev.connection import DONE, failed
 from gostgev.errors import ProtocolError
 from gostgev.handler.base import HANDLERS, Handler
 from gostgev.limits import RateLimitedLog
-from gostgev.listener import LISTENERS, RtcpListener
+from gostgev.listener import LISTENERS, Listener, RtcpListener
 from gostgev.metrics import OFF
 from gostgev.settings import DURATION, INT, setting
 
@@ -87,22 +87,13 @@ class UdpListenerOptions:
 
 
 @LISTENERS.register("udp")
-class UdpListener:
-    accepts_chain = False
+class UdpListener(Listener):
     options_class = UdpListenerOptions
     takes_proxy_header = False
     upgrade = None
 
-    @classmethod
-    def parse_options(cls, md):
-        from gostgev.settings import component_options
-
-        return component_options(cls, md)
-
     def __init__(self, service_config, log, addr=None, reuse_port=False, metrics=OFF):
-        self.service_config = service_config
-        self.addr = addr or service_config.addr
-        self.log = log
+        super().__init__(service_config, log, addr, reuse_port, metrics)
         options = service_config.listener.options or UdpListenerOptions()
         self.ttl, self.backlog = options.ttl, options.backlog
         self.sock = None

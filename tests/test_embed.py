@@ -16,6 +16,7 @@ import pytest
 import gostgev
 from gostgev.errors import ConfigError
 from gostgev.service import ServiceError
+from tests.conftest import recv_all
 
 TUNNEL = "4d21094e-b74c-4916-86c1-d9fa36ea677b"
 
@@ -48,12 +49,7 @@ def get(port, host):
     """One GET with the standard library's blocking socket: (status line, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host.encode())
-        data = b""
-        for _ in range(1000):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(sock)
     head, _, body = data.partition(b"\r\n\r\n")
     return head.split(b"\r\n", 1)[0], body
 
