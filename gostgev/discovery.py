@@ -347,13 +347,8 @@ class Discovery:
 
     def close(self):
         """Stop writing; remove what this node registered (best effort, bounded)."""
-        if self._loop is not None:
-            self._loop.kill(block=False)
-            self._loop = None
         records = list(self._live.values()) + list(self._gone.values())
-        self._live.clear()
-        self._added.clear()
-        self._gone.clear()
+        self.abandon()
         try:
             with gevent.Timeout(2):
                 self.backend.deregister(records)
