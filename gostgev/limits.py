@@ -64,11 +64,8 @@ class ConnLimiter:
                                   "'$ 1000', '$$ 10', '10.0.0.0/8 5'"))
 
     def _ip_limit(self, ip):
-        if ip is not None:
-            for net, value in self.networks:
-                if net.version == ip.version and ip in net:
-                    return value
-        return self.per_ip
+        value = _network_value(self.networks, ip)
+        return self.per_ip if value is None else value
 
     def acquire(self, address):
         """Count a new connection; the reason if it is over a limit, else None."""
@@ -112,30 +109,28 @@ def _parse_limits(limits, number, example):
     return total, per_ip, networks
 
 
+def _network_value(networks, ip):
+    """The value of the first (most specific) network holding ``ip``, or None."""
+    if ip is not None:
+        for net, value in networks:
+            if net.version == ip.version and ip in net:
+                return value
+    return None
+
+
+def _forget_idle(clients, idle):
+    """Drop the entries of ``clients`` whose buckets are ``idle`` (full again)."""
+    for key, buckets in list(clients.items()):
+        if idle(buckets):
+            del clients[key]
+
+
 def _positive_rate(text):
     try:
         value = float(text)
     except ValueError:
         return None
     return value if 0 < value < float("inf") else None
-
-
-class _Bucket:
-    """Tokens refilled at ``rate`` a second, up to ``rate`` (one second's worth)."""
-
-    __slots__ = ("rate", "tokens", "at")
-
-    def __init__(self, rate, now):
-        self.rate, self.tokens, self.at = rate, rate, now
-
-    def take(self, now):
-        tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if tokens < 1:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - 1
-        return True
 
 
 class RateLimiter:
@@ -153,42 +148,30 @@ class RateLimiter:
     def __init__(self, total=None, per_ip=None, networks=()):
         self.networks = sorted(networks, key=lambda item: -item[0].prefixlen)
         self.per_ip = per_ip
-        self._total = _Bucket(total, time.monotonic()) if total else None
+        self._total = TokenBucket(total) if total else None
         self._clients = {}
 
     @classmethod
     def parse(cls, limits):
         return cls(*_parse_limits(limits, _positive_rate, "'$ 100', '$$ 10', '10.0.0.0/8 5' (a second)"))
 
-    def _rate(self, ip):
-        if ip is not None:
-            for net, value in self.networks:
-                if net.version == ip.version and ip in net:
-                    return value
-        return self.per_ip
-
     def allow(self, address):
         """None if a new connection from ``address`` may go on, else why not."""
-        now = time.monotonic()
         ip = _ip(address)
-        rate = self._rate(ip)
+        rate = _network_value(self.networks, ip)
+        rate = self.per_ip if rate is None else rate
         if rate is not None:
             key = str(ip) if ip is not None else address
             bucket = self._clients.get(key)
             if bucket is None:
                 if len(self._clients) >= self.MAX_CLIENTS:
-                    self._forget_idle(now)
-                bucket = self._clients[key] = _Bucket(rate, now)
-            if not bucket.take(now):
+                    _forget_idle(self._clients, lambda bucket: bucket.idle())
+                bucket = self._clients[key] = TokenBucket(rate)
+            if not bucket.try_take():
                 return "connection rate %g/s per client exceeded by %s" % (rate, key)
-        if self._total is not None and not self._total.take(now):
+        if self._total is not None and not self._total.try_take():
             return "service connection rate %g/s exceeded" % self._total.rate
         return None
-
-    def _forget_idle(self, now):
-        for key, bucket in list(self._clients.items()):
-            if bucket.tokens + (now - bucket.at) * bucket.rate >= bucket.rate:
-                del self._clients[key]
 
 
 _RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(I?B)?", re.IGNORECASE)
@@ -249,19 +232,13 @@ class BandwidthLimiter:
         key = str(ip)
         buckets = self._clients.get(key)
         if buckets is None:
-            rates = next((rates for net, rates in self.networks if net.version == ip.version and ip in net), None)
+            rates = _network_value(self.networks, ip)
             if rates is None:
                 return (None, None)
             if len(self._clients) >= self.MAX_CLIENTS:
-                self._forget_idle()
+                _forget_idle(self._clients, lambda pair: all(b is None or b.idle() for b in pair))
             buckets = self._clients[key] = tuple(TokenBucket(rate) if rate else None for rate in rates)
         return buckets
-
-    def _forget_idle(self):
-        now = time.monotonic()
-        for key, buckets in list(self._clients.items()):
-            if all(b is None or b.tokens + (now - b.at) * b.rate >= b.rate for b in buckets):
-                del self._clients[key]
 
     def buckets(self, address):
         """``(inbound, outbound)`` bucket lists for a new connection from ``address``."""

@@ -32,14 +32,30 @@ class TokenBucket:
         self.at = time.monotonic()
         self.waited = 0.0      #: seconds takers have slept for this bucket, in all
 
-    def take(self, amount):
-        """Take ``amount`` bytes' worth; the seconds to wait before using them (0.0: none)."""
+    def _refill(self):
         now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate) - amount
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
         self.at = now
+
+    def take(self, amount):
+        """Take ``amount`` worth, in debt if need be; the seconds to wait before using it (0.0: none)."""
+        self._refill()
+        self.tokens -= amount
         if self.tokens >= 0:
             return 0.0
         return -self.tokens / self.rate
+
+    def try_take(self, amount=1):
+        """Take ``amount`` worth if the bucket holds it (True), else take nothing (False)."""
+        self._refill()
+        if self.tokens < amount:
+            return False
+        self.tokens -= amount
+        return True
+
+    def idle(self):
+        """Whether the bucket is full again: nobody has taken from it for a while."""
+        return self.tokens + (time.monotonic() - self.at) * self.rate >= self.rate
 
 
 class Throttled:
