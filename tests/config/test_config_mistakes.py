@@ -256,29 +256,20 @@ def test_a_typo_in_an_entrypoint_item_is_named(tmp_path):
                                    'unknown key (did you mean "ingress"?)']
 
 
-def test_rlimiters_load_and_their_mistakes_name_the_key(tmp_path):
-    conf = write(tmp_path, FORWARD.format(metadata="sniffing: true")
-                 + "  rlimiter: r0\nrlimiters:\n- name: r0\n  limits: ['$ 100', '$$ 2.5', '10.0.0.0/8 50']\n")
-    result = gostgev("-c", conf, "-O", "yaml")
+@pytest.mark.parametrize("section, ref, good, bad, word", [
+    ("rlimiters", "rlimiter", "['$ 100', '$$ 2.5', '10.0.0.0/8 50']", "['$$ fast']", "fast"),
+    ("limiters", "limiter", "['$ 100MB 100MB', '$$ 10MB', '10.0.0.0/8 512KB 1MB']", "['$$ 10 furlongs']",
+     "furlongs"),
+])
+def test_limiters_load_and_their_mistakes_name_the_key(tmp_path, section, ref, good, bad, word):
+    def conf(limits, name="l0"):
+        return write(tmp_path, FORWARD.format(metadata="sniffing: true")
+                     + "  %s: %s\n%s:\n- name: l0\n  limits: %s\n" % (ref, name, section, limits))
+
+    result = gostgev("-c", conf(good), "-O", "yaml")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    bad = write(tmp_path, FORWARD.format(metadata="sniffing: true")
-                + "  rlimiter: r0\nrlimiters:\n- name: r0\n  limits: ['$$ fast']\n")
-    result = gostgev("-c", bad, "-O", "yaml")
-    assert result.returncode == 2 and "rlimiters[0].limits" in result.stderr
-    unknown = write(tmp_path, FORWARD.format(metadata="sniffing: true") + "  rlimiter: nope\n")
-    result = gostgev("-c", unknown, "-O", "yaml")
-    assert result.returncode == 2 and "services[0].rlimiter" in result.stderr
-
-
-def test_limiters_load_and_their_mistakes_name_the_key(tmp_path):
-    conf = write(tmp_path, FORWARD.format(metadata="sniffing: true")
-                 + "  limiter: l0\nlimiters:\n- name: l0\n"
-                 + "  limits: ['$ 100MB 100MB', '$$ 10MB', '10.0.0.0/8 512KB 1MB']\n")
-    result = gostgev("-c", conf, "-O", "yaml")
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    bad = write(tmp_path, FORWARD.format(metadata="sniffing: true")
-                + "  limiter: l0\nlimiters:\n- name: l0\n  limits: ['$$ 10 furlongs']\n")
-    result = gostgev("-c", bad, "-O", "yaml")
-    assert result.returncode == 2 and "limiters[0].limits" in result.stderr and "furlongs" in result.stderr
+    result = gostgev("-c", conf(bad), "-O", "yaml")
+    assert result.returncode == 2 and "%s[0].limits" % section in result.stderr and word in result.stderr
+    result = gostgev("-c", conf(good, name="nope"), "-O", "yaml")
+    assert result.returncode == 2 and "services[0].%s" % ref in result.stderr
