@@ -319,6 +319,40 @@ def test_sender_stops_at_initial_window(make):
     sender.get(timeout=2)
 
 
+def test_send_nowait_frames_within_the_window_or_sends_nothing(make):
+    """send_nowait never switches greenlets: it frames all of the data when the window and the
+    cork allow, and otherwise sends nothing at all (the caller falls back to sendall)."""
+    session, peer = make.raw(client=True)
+    stream = session.open_stream()
+    assert peer.read().cmd == CMD_SYN
+    switched = []
+    gevent.spawn(switched.append, True)       # runs only if the caller yields to the hub
+    assert stream.send_nowait(b"a" * 40000) is True
+    assert stream.send_nowait(b"b" * 20000) is True
+    # Over the cork limit of what is held this turn: nothing is framed.
+    assert stream.send_nowait(b"c" * 10000) is False
+    assert switched == []
+    frames = [peer.read() for _ in range(3)]   # 40000 in frames of at most 32768, then 20000
+    assert [(f.cmd, len(f.payload)) for f in frames] == [(CMD_PSH, 32768), (CMD_PSH, 7232), (CMD_PSH, 20000)]
+    assert b"".join(f.payload for f in frames) == b"a" * 40000 + b"b" * 20000
+    # The peer's window (262144 before any update) bounds it too: whole or nothing.
+    for _ in range(3):
+        assert stream.send_nowait(b"d" * 60000) is True
+        gevent.sleep(0)                          # the loop's turn ends, the held frames go
+    assert stream.send_nowait(b"e" * 30000) is False       # 60000 + 180000 + 30000 > 262144
+    assert stream.send_nowait(b"f" * 22144) is True        # exactly the rest of the window
+    assert stream.send_nowait(b"g") is False
+    received = 0
+    while received < INITIAL_PEER_WINDOW - 60000:
+        frame = peer.read()
+        assert frame.cmd == CMD_PSH and b"e" not in frame.payload
+        received += len(frame.payload)
+    assert received == INITIAL_PEER_WINDOW - 60000
+    stream.close()
+    with pytest.raises(BrokenPipeError):
+        stream.send_nowait(b"h")
+
+
 def test_peer_fin_ends_a_writer_stuck_on_the_window(make, monkeypatch):
     """A Go peer that sent FIN never reopens the window: the blocked writer gives up after the grace."""
     import gostgev.netio.mux.stream as mux_stream

@@ -91,6 +91,13 @@ class _CallbackUpstreams:
         up = self.up
         up.sent += len(view)
         if type(up.sock) is MuxStream:
+            if up.writer is None:
+                try:
+                    if up.sock.send_nowait(view):
+                        return True   # within the window: framed now, no writer needed
+                except OSError as exc:
+                    self._upstream_failed(up, "send failed: %s" % (exc.strerror or exc))
+                    return False
             up.out.append(bytes(view))
             if up.writer is None:
                 self._pause_client()   # the client waits until the stream took it

@@ -183,6 +183,13 @@ class _CallbackSession(_CallbackUpstreams, _SessionBase):
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         up.answer_bytes += len(data)
         if self.stream:
+            if self.writer is None:
+                try:
+                    if self.client.send_nowait(data):
+                        return True
+                except OSError:
+                    self._upstream_failed(up, None)
+                    return False
             self.out.append(bytes(data))
             if self.writer is None:
                 self._pause_upstream(up)   # the node waits until the stream took it

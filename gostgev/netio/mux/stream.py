@@ -195,6 +195,29 @@ class MuxStream:
             if session._waiting:
                 gevent.sleep(0)  # gevent's lock is not fair: let queued writers have a turn
 
+    def send_nowait(self, data):
+        """Send all of ``data`` if that needs no wait, else nothing; True when sent.
+
+        It needs none when the peer's window holds all of it and the session
+        holds its frames for the end of the loop's turn (plain TCP, under
+        the cork limit).  Never blocks or switches greenlets, so it may run
+        in a hub callback; ``OSError`` as :meth:`sendall`.
+        """
+        self._check_writable()
+        size = len(data)
+        session = self.session
+        config = session.config
+        frames = -(-size // config.max_frame_size) or 1
+        if not session._corks(size + frames * wire.HEADER_SIZE):
+            return False
+        swin = self._swin
+        if swin is not None:
+            if swin.available() < size:
+                return False
+            swin.written += size
+        session._write(wire.encode_data(config.version, self.id, data, config.max_frame_size))
+        return True
+
     def send(self, data, flags=0):
         self.sendall(data)
         return memoryview(data).nbytes

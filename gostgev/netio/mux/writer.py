@@ -58,6 +58,10 @@ class SessionWrites:
             self._flush_due = True
             self._loop.run_callback(self._flush_held)
 
+    def _corks(self, size):
+        """True when ``size`` more bytes of frames would be held for the loop's flush (no wait)."""
+        return self._raw is not None and not self._closed and self._out_bytes + size < CORK_LIMIT
+
     def _drain(self):
         """Send every held frame from this greenlet, under the write lock (may wait)."""
         self._waiting += 1
