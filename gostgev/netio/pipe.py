@@ -32,6 +32,7 @@ import time
 
 import gevent
 import gevent.event
+from gevent.hub import Waiter
 from gevent.socket import socket as GeventSocket
 
 from gostgev.netio.mux import MuxStream
@@ -285,13 +286,15 @@ class _Direction:
 class _StreamPipe:
     """A plain socket and a mux stream, with one greenlet instead of two.
 
-    socket -> stream runs in the calling greenlet, because a stream write may
-    wait for the peer's window and for the session's write lock.  stream ->
-    socket runs from a loop callback scheduled by the stream's arrival
-    callback, once per batch of frames the session's reader dispatched, and
-    from the socket's write watcher: what the socket cannot take waits for
-    the watcher while the stream keeps the rest (unread data holds back the
-    window, so the peer slows down).
+    socket -> stream is read in the socket's read callback, and each read is
+    framed at once while the peer's window and the session allow it
+    (``send_nowait``); the calling greenlet only waits, and takes over the
+    writes that must wait (for the window or the session's write lock) and
+    the end.  stream -> socket runs from a loop callback scheduled by the
+    stream's arrival callback, once per batch of frames the session's reader
+    dispatched, and from the socket's write watcher: what the socket cannot
+    take waits for the watcher while the stream keeps the rest (unread data
+    holds back the window, so the peer slows down).
     """
 
     def __init__(self, sock, stream, idle_timeout):
@@ -300,9 +303,11 @@ class _StreamPipe:
         self.stream = stream
         self.loop = gevent.get_hub().loop
         self.writing = self.loop.io(self.raw.fileno(), 2)
+        self.reading = self.loop.io(self.raw.fileno(), 1)
+        self.waiter = None
         self.scheduled = False
         self.pending = None
-        self.sent = 0
+        self.sent = self.up = 0
         self.over = False
         self.done = gevent.event.Event()
         self.activity, self.watchdog = watch_idle(idle_timeout, sock, stream)
@@ -311,7 +316,7 @@ class _StreamPipe:
         self.stream.on_readable = self.schedule
         try:
             self.pump()
-            up = _copy(self.sock, self.stream, self.activity)
+            self._copy_up()
             self.done.wait()
         except BaseException:
             self.abort(failed=False)
@@ -319,9 +324,52 @@ class _StreamPipe:
         finally:
             self.stream.on_readable = None
             self.writing.close()
+            self.reading.close()
             if self.watchdog is not None:
                 self.watchdog.close()
-        return up, self.sent
+        return self.up, self.sent
+
+    def _copy_up(self):
+        """socket -> stream, until the socket's EOF or an error on either side."""
+        while True:
+            self.waiter = Waiter()
+            self.reading.start(self._on_sock_readable)
+            try:
+                data = self.waiter.get()   # only a write that must wait, or the end, wakes us
+            finally:
+                self.reading.stop()
+                self.waiter = None
+            try:
+                if data is None:
+                    raise OSError("socket failed")
+                if not data:
+                    _shutdown(self.stream, _stdsocket.SHUT_WR)
+                    return
+                self.stream.sendall(data)
+                self.up += len(data)
+            except OSError:
+                reset(self.sock)
+                reset(self.stream)
+                return
+
+    def _on_sock_readable(self):
+        try:
+            data = self.raw.recv(CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = None
+        if data:
+            if self.activity is not None:
+                self.activity.last = time.monotonic()
+            try:
+                if self.stream.send_nowait(data):
+                    self.up += len(data)
+                    return
+            except OSError:
+                data = None
+        self.reading.stop()
+        self.waiter.switch(data)
 
     def schedule(self):
         """Pump once the session's reader has dispatched the frames of its last read.
