@@ -73,20 +73,57 @@ def sniff(sock, timeout):
     """Detect the protocol and read its head, within ``timeout`` seconds.
 
     Raises :class:`SniffTimeout`, :class:`PeerClosed` or
-    :class:`MalformedHead`.
+    :class:`MalformedHead`.  A head that is already there when the
+    connection is accepted (the common case) is parsed without arming a
+    timer.
     """
+    data = _read_ready(sock)
+    if data:
+        sniffed = _sniffed(data)
+        if sniffed is not None:
+            return sniffed
     with gevent.Timeout(timeout, SniffTimeout):
-        protocol, data = read_head(sock, detect_mod.detect)
-        try:
-            if protocol == detect_mod.TLS:
-                head, data = read_head(sock, parse_client_hello, data)
-                return Sniffed(protocol, head.sni, head, data)
-            if protocol == detect_mod.HTTP:
-                head, data = read_head(sock, parse_request_head, data, trigger=b"\n")
-                return Sniffed(protocol, head.host, head, data)
-        except RemoteProtocolError as exc:
-            raise MalformedHead(protocol, exc) from None
-        return Sniffed(protocol, None, None, data)
+        buf = bytearray(data)
+        while True:
+            chunk = sock.recv(READ_SIZE)
+            if not chunk:
+                raise PeerClosed()
+            buf += chunk
+            # An HTTP head can only complete on a newline: a trickling client costs no parse per byte.
+            if b"\n" in chunk or detect_mod.detect(buf) != detect_mod.HTTP:
+                sniffed = _sniffed(bytes(buf))
+                if sniffed is not None:
+                    return sniffed
+
+
+def _read_ready(sock):
+    """What a plain socket holds already, without waiting (b"" when nothing yet)."""
+    if type(sock) is not GeventSocket:
+        return b""
+    try:
+        data = sock._sock.recv(READ_SIZE)
+    except BlockingIOError:
+        return b""
+    if not data:
+        raise PeerClosed()
+    return data
+
+
+def _sniffed(data):
+    """The :class:`Sniffed` head at the start of ``data``, or None while it is incomplete."""
+    protocol = detect_mod.detect(data)
+    if protocol is None:
+        return None
+    try:
+        if protocol == detect_mod.TLS:
+            head = parse_client_hello(data)
+            return None if head is None else Sniffed(protocol, head.sni, head, data)
+        if protocol == detect_mod.HTTP:
+            head = parse_request_head(data)
+            return None if head is None else Sniffed(protocol, head.host, head, data)
+    except RemoteProtocolError as exc:
+        raise MalformedHead(protocol, exc) from None
+    return Sniffed(protocol, None, None, data)
 
 
 class _Prefixed:
