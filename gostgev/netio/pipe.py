@@ -38,7 +38,7 @@ from gevent.socket import socket as GeventSocket
 from gostgev.netio.mux import MuxStream
 from gostgev.netio.peek import unwrap_prefix
 
-__all__ = ["pipe", "CHUNK", "watch_idle", "reset"]
+__all__ = ["pipe", "CHUNK", "watch_idle", "reset", "socket_watchers"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _pipe(a, b, idle_timeout):
     # Only real gevent sockets: a wrapper (TLS, WebSocket) must keep seeing its own recv calls.
     kinds = type(a), type(b)
     if kinds == (GeventSocket, GeventSocket):
-        return _CallbackPipe(a._sock, b._sock, idle_timeout).run()
+        return _CallbackPipe(a, b, idle_timeout).run()
     if kinds == (GeventSocket, MuxStream):
         return _StreamPipe(a, b, idle_timeout).run()
     if kinds == (MuxStream, GeventSocket):
@@ -104,6 +104,18 @@ def _greenlet_pipe(a, b, idle_timeout):
         if watchdog is not None:
             watchdog.close()
     return up, child.value or 0
+
+
+def socket_watchers(sock):
+    """The read and write watchers of the gevent socket ``sock``, for callbacks.
+
+    gevent waits on these same two in its blocking calls (``recv``,
+    ``sendall``), and closes them with the socket; a callback started on
+    one must be stopped before the socket is used in blocking style or
+    closed.  Using them saves two watchers per connection, and the
+    ``fcntl`` that libev makes for each.
+    """
+    return sock._read_event, sock._write_event
 
 
 def watch_idle(idle_timeout, a, b):
@@ -180,11 +192,10 @@ class _CallbackPipe:
     """
 
     def __init__(self, a, b, idle_timeout):
-        loop = gevent.get_hub().loop
         self.done = gevent.event.Event()
-        self.activity, self.watchdog = watch_idle(idle_timeout, a, b)
-        self.up = _Direction(self, a, b, loop)
-        self.down = _Direction(self, b, a, loop)
+        self.activity, self.watchdog = watch_idle(idle_timeout, a._sock, b._sock)
+        self.up = _Direction(self, a, b)
+        self.down = _Direction(self, b, a)
 
     def run(self):
         self.up.read_more()
@@ -217,12 +228,13 @@ class _CallbackPipe:
 class _Direction:
     __slots__ = ("pipe", "src", "dst", "reading", "writing", "pending", "sent", "over")
 
-    def __init__(self, pipe, src, dst, loop):
+    def __init__(self, pipe, src, dst):
+        # The raw sockets are read and written; the gevent sockets' own watchers drive it.
         self.pipe = pipe
-        self.src = src
-        self.dst = dst
-        self.reading = loop.io(src.fileno(), 1)
-        self.writing = loop.io(dst.fileno(), 2)
+        self.src = src._sock
+        self.dst = dst._sock
+        self.reading = socket_watchers(src)[0]
+        self.writing = socket_watchers(dst)[1]
         self.pending = None
         self.sent = 0
         self.over = False
@@ -231,8 +243,8 @@ class _Direction:
         self.reading.start(self.on_readable)
 
     def stop(self):
-        self.reading.close()
-        self.writing.close()
+        self.reading.stop()
+        self.writing.stop()
         self.over = True
 
     def on_readable(self):
@@ -302,8 +314,7 @@ class _StreamPipe:
         self.raw = sock._sock
         self.stream = stream
         self.loop = gevent.get_hub().loop
-        self.writing = self.loop.io(self.raw.fileno(), 2)
-        self.reading = self.loop.io(self.raw.fileno(), 1)
+        self.reading, self.writing = socket_watchers(sock)
         self.waiter = None
         self.scheduled = False
         self.pending = None
@@ -323,8 +334,8 @@ class _StreamPipe:
             raise
         finally:
             self.stream.on_readable = None
-            self.writing.close()
-            self.reading.close()
+            self.writing.stop()
+            self.reading.stop()
             if self.watchdog is not None:
                 self.watchdog.close()
         return self.up, self.sent

@@ -13,7 +13,7 @@ import gevent
 from gostgev.handler.http1.routes import hand_back
 from gostgev.handler.http1.upstream import _resendable
 from gostgev.netio.mux import MuxStream
-from gostgev.netio.pipe import CHUNK
+from gostgev.netio.pipe import CHUNK, socket_watchers
 
 
 class _CallbackUpstreams:
@@ -26,16 +26,14 @@ class _CallbackUpstreams:
             up.sock.on_readable = lambda: self._schedule_stream(up)
             self._schedule_stream(up)
             return
-        loop = gevent.get_hub().loop
         up.raw = up.sock._sock
-        up.reading = loop.io(up.raw.fileno(), 1)
-        up.writing = loop.io(up.raw.fileno(), 2)
+        up.reading, up.writing = socket_watchers(up.sock)
         up.reading.start(self._on_upstream_readable, up)
 
     def _stop_pump(self, up):
         if up.reading is not None:
-            up.reading.close()
-            up.writing.close()
+            up.reading.stop()
+            up.writing.stop()
             up.reading = up.writing = None
         elif type(up.sock) is MuxStream:
             up.sock.on_readable = None

@@ -16,7 +16,7 @@ from gostgev.errors import RemoteProtocolError
 from gostgev.handler.http1.callback_upstreams import _CallbackUpstreams, _flush, _send_each, _send_queued
 from gostgev.handler.http1.session import HANDOVER, _SessionBase, _shutdown
 from gostgev.netio.mux import MuxStream
-from gostgev.netio.pipe import CHUNK, reset
+from gostgev.netio.pipe import CHUNK, reset, socket_watchers
 
 
 class _CallbackSession(_CallbackUpstreams, _SessionBase):
@@ -44,8 +44,7 @@ class _CallbackSession(_CallbackUpstreams, _SessionBase):
             self.scheduled = False
         else:
             self.raw = self.client._sock
-            self.reading = loop.io(self.raw.fileno(), 1)
-            self.writing = loop.io(self.raw.fileno(), 2)
+            self.reading, self.writing = socket_watchers(self.client)
         self.out = []             # answer bytes the client could not take yet
         self.idle_after_flush = None
         self.close_after_flush = False
@@ -60,8 +59,8 @@ class _CallbackSession(_CallbackUpstreams, _SessionBase):
         finally:
             self.blocking = True
             self._pause_client()
-            self.reading.close()
-            self.writing.close()
+            self.reading.stop()
+            self.writing.stop()
             if self.stream and self.writer is not None:
                 self.writer.kill(block=True)
             if self.head_timer is not None:
