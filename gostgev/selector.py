@@ -63,6 +63,8 @@ class Selector:
         if not candidates:
             return []
         now = time.monotonic()
+        if len(candidates) == 1:
+            return list(candidates)    # healthy or not, the one node is the only one to dial
         healthy = [n for n in candidates if not n.is_failed(now)]
         if not healthy:
             return list(candidates)

@@ -57,8 +57,8 @@ from gostgev.codec.h1framing import (
     Request,
     Response,
     _Body,
-    _connection_tokens,
     _framing,
+    _scan_headers,
     _still_partial,
     _window,
 )
@@ -200,11 +200,11 @@ class RequestTracker:
             raw = raw.lstrip(b"\r\n")   # leading blank lines (RFC 9112 2.2) belong to no message
         events.append(Request(head, raw))
         pos += head.length - offset
-        chunked, length = _framing(head.headers, "request", True)
+        tokens, encodings, lengths = _scan_headers(head.headers)
+        chunked, length = _framing(encodings, lengths, "request", True)
         if chunked and head.version == "HTTP/1.0":
             # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing
             raise RemoteProtocolError("HTTP/1.0 request with Transfer-Encoding")
-        tokens = _connection_tokens(head.headers)
         self.closing = "close" in tokens or (head.version == "HTTP/1.0" and "keep-alive" not in tokens)
         self.upgrading = head.method == "CONNECT" or ("upgrade" in tokens and head.header("upgrade") is not None)
         if self._body.start(chunked, length):
@@ -337,7 +337,7 @@ class ResponseTracker:
         if 100 <= status < 200 and status != 101:
             events.append(Interim(status, raw))
             return pos
-        tokens = _connection_tokens(head.headers)
+        tokens, encodings, lengths = _scan_headers(head.headers)
         keep_alive = "close" not in tokens and (head.version == "HTTP/1.1" or "keep-alive" in tokens)
         self.status = status
         if (status == 101 and upgrade) or (method == "CONNECT" and 200 <= status < 300):
@@ -351,7 +351,7 @@ class ResponseTracker:
         if status == 101:
             raise RemoteProtocolError("101 Switching Protocols without an upgrade request")
         bodiless = method == "HEAD" or status in (204, 304)
-        chunked, length = (False, 0) if bodiless else _framing(head.headers, "response", False)
+        chunked, length = (False, 0) if bodiless else _framing(encodings, lengths, "response", False)
         until_close = not chunked and length is None
         if until_close:
             keep_alive = False    # the body runs until the server closes

@@ -74,28 +74,40 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 _END_OF_HEAD = re.compile(rb"\n\r?\n")
 
 
-def _connection_tokens(headers):
-    """The lower-case tokens of every ``Connection`` header."""
-    tokens = set()
+_NO_TOKENS = frozenset()
+#: the lengths of "connection", "content-length" and "transfer-encoding": other names are not lowered
+_FRAMING_NAME_LENGTHS = frozenset((10, 14, 17))
+
+
+def _scan_headers(headers):
+    """``(Connection tokens, Transfer-Encoding codings, Content-Length values)`` in one pass.
+
+    The tokens and codings are lower case.  Only names of the right length
+    are compared, so a typical head costs a few ``lower()`` calls, not one
+    per header and question.
+    """
+    tokens, encodings, lengths = _NO_TOKENS, [], []
     for name, value in headers:
-        if name.lower() == "connection":
+        if len(name) not in _FRAMING_NAME_LENGTHS:
+            continue
+        lower = name.lower()
+        if lower == "connection":
+            if tokens is _NO_TOKENS:
+                tokens = set()
             tokens.update(t.strip().lower() for t in value.split(","))
-    return tokens
+        elif lower == "content-length":
+            lengths.append(value)
+        elif lower == "transfer-encoding":
+            encodings.extend(e.strip().lower() for e in value.split(","))
+    return tokens, encodings, lengths
 
 
-def _framing(headers, what, request):
+def _framing(encodings, lengths, what, request):
     """``(chunked, length)`` from Transfer-Encoding and Content-Length (RFC 9112 6).
 
     ``length`` is None when no Content-Length was given.  Anything that
     could be read two ways raises.
     """
-    encodings, lengths = [], []
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "transfer-encoding":
-            encodings.extend(e.strip().lower() for e in value.split(","))
-        elif lower == "content-length":
-            lengths.append(value)
     if encodings and lengths:
         raise RemoteProtocolError("%s with both Transfer-Encoding and Content-Length" % what)
     if encodings:

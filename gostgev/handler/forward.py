@@ -20,6 +20,7 @@ TLS is routed once per connection, by SNI, and never terminated.
 """
 
 import functools
+import logging
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -200,8 +201,9 @@ class ForwardHandler(Handler):
         up, down = serve_http(conn, address[0], sniffed.data, route_for, log, on_request, self.options.idle_timeout,
                               forwarding, plain=self.chain is None, head_timeout=self.options.sniffing_timeout,
                               head=sniffed.head)
-        log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
-                                               "duration": "%.3fs" % (time.monotonic() - connection.started)})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("connection closed", fields={"inputBytes": up, "outputBytes": down,
+                                                   "duration": "%.3fs" % (time.monotonic() - connection.started)})
         self.metrics.transfer(self.config.name, up, down)
         return DONE
 
