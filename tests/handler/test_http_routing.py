@@ -14,6 +14,8 @@ purpose, like many real origins: bytes a proxy should have refused show up in
 what they recorded.
 """
 
+import socket
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -742,6 +744,26 @@ def test_request_smuggling_gets_400_and_a_close(front, attack, position):
 
 
 # -- upstream connections at the forwarder ----------------------------------------------------
+
+@pytest.mark.parametrize("then", ["nothing", "peer-closes", "peer-resets", "unsolicited-bytes", "closed-here"])
+def test_a_pooled_connection_is_healthy_only_while_idle_and_open(socket_pair, then):
+    from gostgev.handler.http1.routes import _healthy
+
+    ours, node = socket_pair()
+    assert _healthy(ours)
+    if then == "peer-closes":
+        node.close()
+    elif then == "peer-resets":
+        node.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        node.close()
+    elif then == "unsolicited-bytes":
+        node.sendall(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+    elif then == "closed-here":
+        ours.close()
+    expected = then == "nothing"
+    assert wait_until(lambda: _healthy(ours) == expected, timeout=2)
+    assert _healthy(ours) == expected
+
 
 @pytest.mark.parametrize("client_says_close", [False, True], ids=["client-just-closes", "client-connection-close"])
 def test_idle_upstream_connections_are_reused_by_later_clients(start_services, backend, client_says_close):
