@@ -35,7 +35,6 @@ class _CallbackSession(_CallbackUpstreams, _SessionBase):
     """
 
     def run(self, data):
-        loop = gevent.get_hub().loop
         self.stream = type(self.client) is MuxStream   # the tunnel client's side: a stream from the server
         if self.stream:
             self.raw = None
@@ -48,7 +47,7 @@ class _CallbackSession(_CallbackUpstreams, _SessionBase):
         self.out = []             # answer bytes the client could not take yet
         self.idle_after_flush = None
         self.close_after_flush = False
-        self.head_timer = loop.timer(self.head_timeout) if self.head_timeout else None
+        self.head_timer = None    # made when a head first stays incomplete after a read
         self.wake = gevent.event.Event()
         self.job = None
         self.pending = None
@@ -161,12 +160,15 @@ class _CallbackSession(_CallbackUpstreams, _SessionBase):
             return self._hand_over("end")
         if self.tracker.finished:
             return self._hand_over("drain")
-        timer = self.head_timer
-        if timer is not None:
-            if not self.tracker.in_head:
+        if self.head_timeout:
+            timer = self.head_timer
+            if self.tracker.in_head:
+                if timer is None:
+                    timer = self.head_timer = gevent.get_hub().loop.timer(self.head_timeout)
+                if not timer.active:
+                    timer.start(self._head_too_slow)
+            elif timer is not None:
                 timer.stop()
-            elif not timer.active:
-                timer.start(self._head_too_slow)
         return True
 
     def _head_too_slow(self):
