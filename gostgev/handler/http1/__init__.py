@@ -50,7 +50,7 @@ from gostgev.handler.http1.replay import REPLAY_LIMIT, SAFE_METHODS
 from gostgev.handler.http1.routes import Refused, Route, UpstreamPool, WouldBlock, may_block, request_reporter
 from gostgev.netio.mux import MuxStream
 from gostgev.netio.peek import unwrap_prefix
-from gostgev.netio.pipe import watch_idle
+from gostgev.netio.socketops import watch_idle
 
 __all__ = ["Refused", "Route", "WouldBlock", "may_block", "serve_http", "UpstreamPool", "Forwarding",
            "forwarded_style", "request_reporter", "send_all", "FORWARDED_STYLES", "SAFE_METHODS", "REPLAY_LIMIT"]

@@ -13,7 +13,7 @@ import gevent
 from gostgev.handler.http1.routes import hand_back
 from gostgev.handler.http1.upstream import _resendable
 from gostgev.netio.mux import MuxStream
-from gostgev.netio.pipe import CHUNK, socket_watchers
+from gostgev.netio.socketops import CHUNK, socket_watchers
 
 
 class _CallbackUpstreams:

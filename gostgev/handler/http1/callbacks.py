@@ -16,7 +16,7 @@ from gostgev.errors import RemoteProtocolError
 from gostgev.handler.http1.callback_upstreams import _CallbackUpstreams, _flush, _send_each, _send_queued
 from gostgev.handler.http1.session import HANDOVER, _SessionBase, _shutdown
 from gostgev.netio.mux import MuxStream
-from gostgev.netio.pipe import CHUNK, reset, socket_watchers
+from gostgev.netio.socketops import CHUNK, reset, socket_watchers
 
 
 class _CallbackSession(_CallbackUpstreams, _SessionBase):

@@ -12,7 +12,7 @@ from gevent.socket import socket as GeventSocket
 
 from gostgev.handler.http1.routes import hand_back
 from gostgev.handler.http1.session import _SessionBase, _shutdown
-from gostgev.netio.pipe import CHUNK
+from gostgev.netio.socketops import CHUNK
 
 
 class _Session(_SessionBase):

@@ -27,7 +27,8 @@ from gostgev.handler.http1.replay import SAFE_METHODS, _Replay
 from gostgev.handler.http1.routes import Refused, WouldBlock
 from gostgev.handler.http1.upstream import _Upstream, _UpstreamSide
 from gostgev.netio.close import close_gently
-from gostgev.netio.pipe import pipe, reset
+from gostgev.netio.pipe import pipe
+from gostgev.netio.socketops import reset
 
 # A request's own "Connection: close" line (nothing else in the header).
 _CONNECTION_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close[ \t]*\r\n", re.IGNORECASE)

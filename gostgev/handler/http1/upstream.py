@@ -14,7 +14,7 @@ import gevent.event
 from gostgev.codec.h1 import END, UPGRADED, Data, Interim, Response, ResponseTracker
 from gostgev.errors import RemoteProtocolError
 from gostgev.handler.http1.routes import Refused
-from gostgev.netio.pipe import reset
+from gostgev.netio.socketops import reset
 
 
 class _Upstream:
