@@ -180,7 +180,12 @@ class StreamPipe:
         return self.up, self.sent
 
     def _copy_up(self):
-        """socket -> stream, until the socket's EOF or an error on either side."""
+        """socket -> stream, until the socket's EOF or an error on either side.
+
+        Once a write had to wait here, what the socket holds already is sent
+        from this greenlet too (a bulk upload stays here, with no switch per
+        read); the callback takes over when the socket runs dry.
+        """
         while True:
             self.waiter = Waiter()
             self.reading.start(self._on_sock_readable)
@@ -190,13 +195,22 @@ class StreamPipe:
                 self.reading.stop()
                 self.waiter = None
             try:
-                if data is None:
-                    raise OSError("socket failed")
-                if not data:
-                    shutdown_quietly(self.stream, _stdsocket.SHUT_WR)
-                    return
-                self.stream.sendall(data)
-                self.up += len(data)
+                while True:
+                    if data is None:
+                        raise OSError("socket failed")
+                    if not data:
+                        shutdown_quietly(self.stream, _stdsocket.SHUT_WR)
+                        return
+                    self.stream.sendall(data)
+                    self.up += len(data)
+                    try:
+                        data = self.raw.recv(CHUNK)
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        data = None
+                    if data and self.activity is not None:
+                        self.activity.last = time.monotonic()
             except OSError:
                 reset(self.sock)
                 reset(self.stream)
