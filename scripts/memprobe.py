@@ -2,6 +2,7 @@
 """Where the memory of an idle proxied connection goes (tracemalloc, in-process).
 
     python3 scripts/memprobe.py [--tunnel] [N]
+    python3 scripts/memprobe.py --greenlet [N]
 
 Opens N keep-alive connections through a sniffing ``tcp`` forwarder (or,
 with ``--tunnel``, through a tunnel entrypoint, tunnel server and rtcp
@@ -9,6 +10,12 @@ client) to a local backend, all in this process, and prints the Python-heap
 growth per connection and the allocation sites that grew most.  Client and backend live
 in the same process, so their sockets and greenlets are counted too; the
 allocation sites tell which side each cost belongs to.
+
+``--greenlet`` prints the floor under those figures instead: the resident
+memory (RSS, not just the Python heap) of one greenlet waiting on an event,
+as every idle connection's handler greenlet does.  CPython gives each
+greenlet its own stack of Python frames, and greenlet keeps the part of the
+C stack a waiting greenlet used.
 """
 
 import gc
@@ -18,6 +25,7 @@ import sys
 import tracemalloc
 
 import gevent
+import gevent.event
 from gevent import socket
 from gevent.server import StreamServer
 
@@ -80,7 +88,40 @@ def proxy_port(tunnel, backend_port):
     return server.handler.entrypoints[0].address[1]
 
 
+def rss_kib():
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+
+
+def greenlet_floor(count):
+    """KiB of RSS per greenlet waiting on an event, a few calls deep (as a handler waits)."""
+    event = gevent.event.Event()
+    started = []
+
+    def wait(depth):
+        if depth:
+            return wait(depth - 1)
+        started.append(True)
+        event.wait()
+
+    gevent.sleep(0)
+    before = rss_kib()
+    waiting = [gevent.spawn(wait, 10) for _ in range(count)]
+    for _ in range(600):          # gevent starts a burst of greenlets over several loop turns
+        if len(started) == count:
+            break
+        gevent.sleep(0.05)
+    grown = rss_kib() - before
+    event.set()
+    gevent.joinall(waiting)
+    return grown / count
+
+
 def main():
+    if "--greenlet" in sys.argv:
+        args = [a for a in sys.argv[1:] if a != "--greenlet"]
+        print("RSS per waiting greenlet: %.1f KiB" % greenlet_floor(int(args[0]) if args else 5000))
+        return
     args = [a for a in sys.argv[1:] if a != "--tunnel"]
     count = int(args[0]) if args else 1000
     logging.disable(logging.CRITICAL)
