@@ -232,6 +232,10 @@ class StreamPipe:
                     return
             except OSError:
                 data = None
+            except Exception:
+                # This runs in the hub: a bug here must end this connection, not hang it.
+                log.exception("stream pipe failed")
+                data = None
         self.reading.stop()
         self.waiter.switch(data)
 
