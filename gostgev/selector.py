@@ -62,9 +62,9 @@ class Selector:
         """Return ``candidates`` in the order they should be dialed."""
         if not candidates:
             return []
-        now = time.monotonic()
         if len(candidates) == 1:
             return list(candidates)    # healthy or not, the one node is the only one to dial
+        now = time.monotonic()
         healthy = [n for n in candidates if not n.is_failed(now)]
         if not healthy:
             return list(candidates)
